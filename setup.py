@@ -1,0 +1,29 @@
+"""Packaging for keras_newton (distribution name ``keras-newton``)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-newton",
+    version="0.1.0",
+    description=(
+        "Newton losses (Petersen et al., NeurIPS 2024) and differentiable "
+        "sorting / shortest-path relaxations for Keras 3 on TensorFlow."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_newton", "keras_newton.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "tensorflow-probability>=0.24",
+        # TFP imports tf-keras eagerly; it must match the TensorFlow minor.
+        "tf-keras>=2.16",
+        "tensorflow-datasets>=4.9",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist", "scikit-learn", "matplotlib"],
+        "bench": ["scikit-learn", "matplotlib"],
+    },
+)

@@ -1,0 +1,147 @@
+"""Per-sample loss derivatives in output space, and the curvature protocol.
+
+Newton losses need, for every sample ``i`` of a batch, the gradient
+``g_i = ∇_{y_i} ℓ_i`` of the per-sample loss with respect to the network output
+and a curvature matrix built from second derivatives or from the gradients:
+
+.. math::
+
+    \\bar H = \\frac1N \\sum_i \\nabla^2_{y_i} \\ell_i, \\qquad
+    \\bar F = \\frac1N \\sum_i g_i g_i^\\top, \\qquad
+    M_i = \\nabla^2_{y_i} \\ell_i .
+
+Cross-sample blocks of the batch Hessian are dropped: Keras losses are means
+of independent per-sample terms, so those blocks are zero anyway.
+
+**Curvature protocol.** A loss that autodiff cannot differentiate twice (a
+Monte-Carlo estimator, a non-differentiable algorithm) supplies its own
+estimates by defining::
+
+    def per_sample_derivatives(self, y_true, y_pred, hessian: bool):
+        return gradients, hessians   # [N, m] and [N, m, m] (or None)
+
+where ``m`` is the number of output entries per sample (``y_pred`` flattened
+row-major) and the per-sample loss is the mean over the non-batch axes of
+``loss.call(y_true, y_pred)``. A loss that can only provide gradients sets the
+class attribute ``provides_hessian = False``; it then supports
+``curvature="fisher"`` only. This mirrors K-FAC's loss functions, which expose
+curvature with respect to the model outputs (Martens & Grosse, 2015).
+
+References:
+  Petersen et al., "Newton Losses: Using Curvature Information for Learning
+  with Differentiable Algorithms", NeurIPS 2024 (arXiv:2410.19055).
+"""
+
+from typing import Callable, Optional, Tuple
+
+import keras
+import tensorflow as tf
+
+HESSIAN = "hessian"
+FISHER = "fisher"
+ELEMENTWISE_HESSIAN = "elementwise_hessian"
+CURVATURES = (HESSIAN, FISHER, ELEMENTWISE_HESSIAN)
+
+
+def validate_curvature(curvature: str) -> str:
+    """Returns ``curvature`` if it names a supported curvature, else raises."""
+    if curvature not in CURVATURES:
+        raise ValueError(
+            f"Unknown curvature={curvature!r}; expected one of {CURVATURES}."
+        )
+    return curvature
+
+
+def provides_curvature(loss) -> bool:
+    """Whether ``loss`` implements the curvature protocol."""
+    return callable(getattr(loss, "per_sample_derivatives", None))
+
+
+def check_protocol_supports(loss, curvature: str) -> None:
+    """Raises a ValueError if a protocol loss cannot supply ``curvature``."""
+    if (
+        provides_curvature(loss)
+        and curvature != FISHER
+        and not getattr(loss, "provides_hessian", True)
+    ):
+        raise ValueError(
+            f"curvature={curvature!r} needs per-sample Hessians, which "
+            f"{type(loss).__name__} cannot provide (it estimates gradients "
+            f"only). Use curvature='fisher' instead."
+        )
+
+
+def per_sample_loss_fn(loss) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Wraps a Keras loss or callable into ``(y_true, y_pred) -> [N]`` values.
+
+    Keras ``Loss.call`` returns unreduced values of shape ``[N, ...]``; their
+    mean over the non-batch axes is the per-sample loss, so the batch mean of
+    the result equals Keras' default ``sum_over_batch_size`` reduction.
+    """
+    call = loss.call if isinstance(loss, keras.losses.Loss) else loss
+
+    def per_sample(y_true, y_pred):
+        values = tf.convert_to_tensor(call(y_true, y_pred))
+        if values.shape.rank == 0:
+            raise ValueError(
+                "The wrapped loss returned a scalar; Newton losses need "
+                "per-sample values of shape [batch, ...] (a Keras Loss.call "
+                "or a function with no batch reduction)."
+            )
+        if values.shape.rank > 1:
+            values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+        return values
+
+    return per_sample
+
+
+def autodiff_derivatives(
+    per_sample: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    y_true: tf.Tensor,
+    y_pred: tf.Tensor,
+    curvature: str,
+) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+    """Per-sample gradients and the requested curvature by nested tapes.
+
+    Args:
+      per_sample: ``(y_true, y_pred) -> [N]`` per-sample loss values.
+      y_true: targets, passed through unchanged.
+      y_pred: outputs ``[N, ...]``; differentiated on a stop-gradient copy.
+      curvature: one of :data:`CURVATURES`.
+
+    Returns:
+      ``(gradients [N, m], matrix)`` where ``matrix`` is the mean Hessian
+      ``[m, m]`` for ``"hessian"``, per-sample Hessians ``[N, m, m]`` for
+      ``"elementwise_hessian"`` and ``None`` for ``"fisher"``.
+    """
+    shape = tf.shape(y_pred)
+    m = y_pred.shape[1:].num_elements()
+    flat = tf.reshape(tf.stop_gradient(y_pred), [-1, m])
+
+    def gradients_at(outputs):
+        with tf.GradientTape() as tape:
+            tape.watch(outputs)
+            values = per_sample(y_true, tf.reshape(outputs, shape))
+            total = tf.reduce_sum(values)
+        # Samples are independent, so the gradient of the sum holds each
+        # sample's own gradient in its row.
+        return tape.gradient(total, outputs)
+
+    if curvature == FISHER:
+        return gradients_at(flat), None
+    if curvature == ELEMENTWISE_HESSIAN:
+        with tf.GradientTape() as outer:
+            outer.watch(flat)
+            gradients = gradients_at(flat)
+        return gradients, outer.batch_jacobian(gradients, flat)
+    # Empirical Hessian: shift every sample by one shared vector v; the
+    # Jacobian of sum_i g_i(y_i + v) in v at v = 0 is sum_i H_i, an m x m
+    # matrix, without materializing N per-sample Hessians.
+    shift = tf.zeros([m], dtype=flat.dtype)
+    with tf.GradientTape() as outer:
+        outer.watch(shift)
+        gradients = gradients_at(flat + shift)
+        gradient_sum = tf.reduce_sum(gradients, axis=0)
+    hessian_sum = outer.jacobian(gradient_sum, shift)
+    count = tf.cast(tf.shape(flat)[0], flat.dtype)
+    return gradients, hessian_sum / count

@@ -1,0 +1,108 @@
+"""``NewtonLoss``: a Keras loss that trains on Newton targets of another loss."""
+
+import keras
+import tensorflow as tf
+
+from keras_newton import curvature as curvature_lib
+from keras_newton.damped_solve import validate_indefinite
+from keras_newton.newton_target import newton_target, resolve_loss, validate_damping
+
+
+@keras.saving.register_keras_serializable(package="keras_newton")
+class NewtonLoss(keras.losses.Loss):
+    """Newton loss of a wrapped loss (Petersen et al., NeurIPS 2024).
+
+    For each sample the Newton target ``z*_i = y_i - (M + λI)^{-1} g_i`` of the
+    wrapped loss is computed (gradient stopped) and the per-sample value
+
+    .. math::
+
+        \\ell^\\star_i = \\tfrac12 \\lVert z^\\star_i - y_i \\rVert^2
+
+    is returned, so reductions and ``sample_weight`` behave as for any Keras
+    loss. Its gradient at ``y_i`` is the Newton step ``(M + λI)^{-1} g_i``
+    (divided by the batch size under the default reduction). The curvature
+    ``M`` is the empirical Hessian (default), the empirical Fisher, or the
+    sample's own Hessian; cross-sample blocks of the batch Hessian are
+    dropped (they vanish for per-sample losses). Sample weights scale the
+    Newton loss, not the curvature.
+
+    The value of the Newton loss is not the wrapped loss; to see the original
+    loss in ``fit()`` logs, add it as a metric or use
+    :class:`keras_newton.NewtonLossModel`.
+
+    Example:
+
+    >>> import keras, numpy as np, keras_newton as kn
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model.compile("adam", loss=kn.NewtonLoss(
+    ...     keras.losses.CategoricalCrossentropy(from_logits=True),
+    ...     curvature="hessian", damping=1e-3))
+    >>> x = np.random.rand(8, 4).astype("float32")
+    >>> y = np.eye(3, dtype="float32")[np.arange(8) % 3]
+    >>> history = model.fit(x, y, epochs=1, verbose=0)
+
+    Args:
+      loss: the loss to wrap: a ``keras.losses.Loss``, a loss name (``"mse"``)
+        or a callable returning per-sample values.
+      curvature: ``"hessian"``, ``"fisher"`` or ``"elementwise_hessian"``.
+      damping: Tikhonov damping ``λ >= 0`` (per-sample scale).
+      indefinite: ``"abs"`` (saddle-free, default) or ``"clip"``: how negative
+        curvature is treated.
+      use_closed_form: use closed-form derivatives for MSE / cross-entropies.
+      name, reduction, dtype: as for ``keras.losses.Loss``.
+    """
+
+    def __init__(
+        self,
+        loss,
+        curvature: str = "hessian",
+        damping: float = 1e-3,
+        indefinite: str = "abs",
+        use_closed_form: bool = True,
+        name: str = "newton_loss",
+        reduction: str = "sum_over_batch_size",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.curvature = curvature_lib.validate_curvature(curvature)
+        self.damping = validate_damping(damping)
+        self.indefinite = validate_indefinite(indefinite)
+        self.use_closed_form = bool(use_closed_form)
+        self.loss = resolve_loss(loss)
+        curvature_lib.check_protocol_supports(self.loss, self.curvature)
+
+    def call(self, y_true, y_pred):
+        target = newton_target(
+            self.loss,
+            y_true,
+            y_pred,
+            curvature=self.curvature,
+            damping=self.damping,
+            indefinite=self.indefinite,
+            use_closed_form=self.use_closed_form,
+        )
+        difference = target - y_pred
+        # A non-finite output must not send NaN back into the weights.
+        difference = tf.where(
+            tf.math.is_finite(difference), difference, tf.zeros_like(difference)
+        )
+        axes = list(range(1, y_pred.shape.rank))
+        return 0.5 * tf.reduce_sum(tf.square(difference), axis=axes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            loss=keras.saving.serialize_keras_object(self.loss),
+            curvature=self.curvature,
+            damping=self.damping,
+            indefinite=self.indefinite,
+            use_closed_form=self.use_closed_form,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        return cls(**config)

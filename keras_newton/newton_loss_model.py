@@ -1,0 +1,159 @@
+"""``NewtonLossModel``: a Keras model whose ``fit()`` trains with Newton losses."""
+
+import keras
+import tensorflow as tf
+from keras.src.losses import loss as keras_loss_module
+
+from keras_newton import curvature as curvature_lib
+from keras_newton.damped_solve import validate_indefinite
+from keras_newton.newton_loss import NewtonLoss
+from keras_newton.newton_target import validate_damping
+
+
+def _per_output(structure, outputs, default, name):
+    """Matches a loss / loss-weight / target structure to the flat outputs."""
+    flat_outputs = tf.nest.flatten(outputs)
+    if structure is None:
+        return [default] * len(flat_outputs)
+    if isinstance(structure, dict):
+        if not isinstance(outputs, dict):
+            raise ValueError(f"{name} is a dict but the model's outputs are not.")
+        return [structure.get(key, default) for key in sorted(outputs)]
+    if isinstance(structure, (list, tuple)) and len(flat_outputs) > 1:
+        if len(structure) != len(flat_outputs):
+            raise ValueError(
+                f"{name} has {len(structure)} entries for {len(flat_outputs)} outputs."
+            )
+        return list(structure)
+    return [structure] * len(flat_outputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_newton")
+class NewtonLossModel(keras.Model):
+    """A ``keras.Model`` whose ``train_step`` is the two-stage Newton update.
+
+    Each step (Petersen et al., NeurIPS 2024, eq. 3):
+
+    * (3a) for every output, the Newton target
+      ``z* = y - (M + λI)^{-1} g`` of the *compiled* loss of that output,
+      with the model's ``curvature``, ``damping`` and ``indefinite`` settings;
+    * (3b) one optimizer step of the network on ``½‖z* - f(x)‖²`` (weighted
+      by ``loss_weights`` and ``sample_weight``, plus regularization losses).
+
+    ``fit()`` logs the original compiled loss as ``loss`` (what users care
+    about) and the Newton loss as ``newton_loss``. Compiled metrics,
+    ``sample_weight``, several outputs, mixed precision (the optimizer's loss
+    scaling) and ``jit_compile=True`` work as for any model. Non-finite
+    gradients of a step are replaced by zeros, so NaN never reaches the
+    weights (stateful optimizers may still move by their momentum).
+
+    Use it functionally or by subclassing:
+
+    >>> import keras, numpy as np, keras_newton as kn
+    >>> inputs = keras.Input((4,))
+    >>> outputs = keras.layers.Dense(3)(inputs)
+    >>> model = kn.NewtonLossModel(inputs, outputs, curvature="fisher")
+    >>> model.compile("adam",
+    ...     loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    >>> x = np.random.rand(8, 4).astype("float32")
+    >>> y = np.eye(3, dtype="float32")[np.arange(8) % 3]
+    >>> history = model.fit(x, y, epochs=1, verbose=0)
+
+    Args:
+      curvature: ``"hessian"`` (default), ``"fisher"`` or
+        ``"elementwise_hessian"``.
+      damping: Tikhonov damping ``λ >= 0``.
+      indefinite: ``"abs"`` or ``"clip"``; see ``NewtonLoss``.
+      *args, **kwargs: as for ``keras.Model``.
+    """
+
+    def __init__(self, *args, curvature="hessian", damping=1e-3, indefinite="abs", **kwargs):
+        self.curvature = curvature_lib.validate_curvature(curvature)
+        self.damping = validate_damping(damping)
+        self.indefinite = validate_indefinite(indefinite)
+        super().__init__(*args, **kwargs)
+        self.newton_loss_tracker = keras.metrics.Mean(name="newton_loss")
+
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
+        super().compile(
+            optimizer=optimizer, loss=loss, loss_weights=loss_weights, **kwargs
+        )
+        self._newton_losses = loss
+        self._newton_loss_weights = loss_weights
+
+    def _newton_loss(self, y, y_pred, sample_weight):
+        losses = _per_output(self._newton_losses, y_pred, None, "loss")
+        weights = _per_output(self._newton_loss_weights, y_pred, 1.0, "loss_weights")
+        targets = tf.nest.flatten(y)
+        outputs = tf.nest.flatten(y_pred)
+        if isinstance(sample_weight, (list, tuple, dict)):
+            sample_weights = tf.nest.flatten(sample_weight)
+        else:
+            sample_weights = [sample_weight] * len(outputs)
+        total = 0.0
+        for loss, weight, target, output, sw in zip(
+            losses, weights, targets, outputs, sample_weights
+        ):
+            if loss is None:
+                continue
+            wrapper = NewtonLoss(
+                loss,
+                curvature=self.curvature,
+                damping=self.damping,
+                indefinite=self.indefinite,
+                reduction=getattr(loss, "reduction", "sum_over_batch_size"),
+            )
+            total += weight * wrapper(target, output, sample_weight=sw)
+        if self.losses:
+            total += tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
+        return total
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self._newton_losses is None:
+            raise ValueError("NewtonLossModel needs a loss in compile(loss=...).")
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            newton_loss = self._newton_loss(y, y_pred, sample_weight)
+            scaled = self.optimizer.scale_loss(newton_loss)
+        # The original loss is only logged, never differentiated.
+        loss = self._compute_loss(
+            x=x, y=y, y_pred=tf.nest.map_structure(tf.stop_gradient, y_pred),
+            sample_weight=sample_weight, training=True,
+        )
+        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+        self._loss_tracker.update_state(
+            keras_loss_module.unscale_loss_for_distribution(loss),
+            sample_weight=batch_size,
+        )
+        self.newton_loss_tracker.update_state(newton_loss, sample_weight=batch_size)
+        weights = self.trainable_weights
+        gradients = tape.gradient(scaled, weights)
+        finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]
+        )
+        # Zeroing (rather than a tf.cond around apply_gradients) stays valid
+        # under XLA and tf.distribute, whose optimizer merge_call cannot sit
+        # inside a cond. A LossScaleOptimizer skips such steps by itself.
+        gradients = [
+            None if g is None else tf.where(finite, g, tf.zeros_like(g))
+            for g in gradients
+        ]
+        self.optimizer.apply_gradients(zip(gradients, weights))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    # compile() is overridden only to remember the per-output losses; the
+    # stock compile-config round trip still applies (and .keras files reload
+    # compiled).
+    def get_compile_config(self):
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        return super().compile_from_config(config)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            curvature=self.curvature, damping=self.damping, indefinite=self.indefinite
+        )
+        return config

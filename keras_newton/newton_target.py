@@ -1,0 +1,189 @@
+"""The functional core: Newton targets ``z*`` for a batch of outputs.
+
+Step (3a) of Petersen et al. (2024): a damped Newton step on the loss in
+output space,
+
+.. math::
+
+    z^\\star_i = y_i - (M + λ I)^{-1} g_i,
+
+with ``M`` the empirical Hessian ``mean_i H_i`` (default), the empirical Fisher
+``mean_i g_i g_iᵀ``, or the sample's own Hessian ``H_i`` (element-wise). The
+network is then trained on ``½‖z*_i - y_i‖²`` (step 3b), whose gradient at
+``y_i`` is exactly the Newton step ``(M + λI)^{-1} g_i``.
+
+Example:
+
+  >>> import keras, tensorflow as tf, keras_newton as kn
+  >>> y_true = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+  >>> logits = tf.constant([[0.5, -0.5], [0.2, 0.1]])
+  >>> loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+  >>> kn.newton_target(loss, y_true, logits, curvature="fisher").shape
+  TensorShape([2, 2])
+
+References:
+  Petersen et al., "Newton Losses: Using Curvature Information for Learning
+  with Differentiable Algorithms", NeurIPS 2024, arXiv:2410.19055.
+"""
+
+import math
+
+import keras
+from keras.src.losses.losses import LossFunctionWrapper
+import tensorflow as tf
+
+from keras_newton import curvature as curvature_lib
+from keras_newton.closed_forms import closed_form_derivatives
+from keras_newton.damped_solve import damped_solve, solve_dtype, validate_indefinite
+
+
+def validate_damping(damping) -> float:
+    """Checks that ``damping`` is a finite number ``>= 0``."""
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)):
+        raise TypeError(f"damping must be a number, got {damping!r}.")
+    if not math.isfinite(damping) or damping < 0:
+        raise ValueError(f"damping must be finite and >= 0, got {damping!r}.")
+    return float(damping)
+
+
+def resolve_loss(loss):
+    """A Keras loss instance, a loss name, or a callable -> something callable."""
+    if isinstance(loss, str):
+        resolved = keras.losses.get(loss)
+        if not isinstance(resolved, keras.losses.Loss):
+            resolved = LossFunctionWrapper(resolved, name=loss)
+        return resolved
+    if isinstance(loss, dict):
+        return keras.losses.deserialize(loss)
+    if callable(loss):
+        return loss
+    raise TypeError(
+        "loss must be a keras.losses.Loss, a loss name or a callable returning "
+        f"per-sample values, got {loss!r}."
+    )
+
+
+def _check_outputs(y_true: tf.Tensor, y_pred: tf.Tensor) -> int:
+    if not y_pred.dtype.is_floating:
+        raise TypeError(f"y_pred must be a floating tensor, got dtype {y_pred.dtype.name}.")
+    if y_pred.shape.rank is None or y_pred.shape.rank < 2:
+        raise ValueError(
+            "y_pred must have a batch axis and at least one output axis "
+            f"(shape [batch, ...]); got shape {y_pred.shape}. Reshape scalar "
+            "outputs to [batch, 1]."
+        )
+    if not y_pred.shape[1:].is_fully_defined():
+        raise ValueError(
+            f"y_pred must have static output axes to build curvature matrices; "
+            f"got shape {y_pred.shape}."
+        )
+    batch_true, batch_pred = y_true.shape[:1], y_pred.shape[:1]
+    if y_true.shape.rank and not batch_true.is_compatible_with(batch_pred):
+        raise ValueError(
+            f"y_true and y_pred must have the same batch size; got shapes "
+            f"{y_true.shape} and {y_pred.shape}."
+        )
+    return y_pred.shape[1:].num_elements()
+
+
+def loss_derivatives(loss, y_true, outputs, curvature, use_closed_form=True):
+    """Per-sample gradients ``[N, m]`` and the curvature for ``curvature``.
+
+    The curvature is ``[m, m]`` (empirical Hessian), ``[N, m, m]``
+    (element-wise Hessian) or ``None`` (Fisher, built from the gradients).
+    Sources, in order: the loss's own :mod:`curvature protocol
+    <keras_newton.curvature>`, closed forms, nested tapes.
+    """
+    wants_hessian = curvature != curvature_lib.FISHER
+    if curvature_lib.provides_curvature(loss):
+        gradients, hessians = loss.per_sample_derivatives(
+            y_true, outputs, hessian=wants_hessian
+        )
+    else:
+        known = closed_form_derivatives(loss, y_true, outputs) if use_closed_form else None
+        if known is None:
+            return curvature_lib.autodiff_derivatives(
+                curvature_lib.per_sample_loss_fn(loss), y_true, outputs, curvature
+            )
+        gradients, hessians = known
+    if not wants_hessian:
+        return gradients, None
+    if curvature == curvature_lib.HESSIAN:
+        hessians = tf.reduce_mean(hessians, axis=0)
+    return gradients, hessians
+
+
+def newton_target(
+    loss,
+    y_true,
+    y_pred,
+    curvature: str = "hessian",
+    damping: float = 1e-3,
+    indefinite: str = "abs",
+    use_closed_form: bool = True,
+) -> tf.Tensor:
+    """Computes the Newton target ``z* = y - (M + λI)^{-1} g`` of a batch.
+
+    Args:
+      loss: a ``keras.losses.Loss``, a loss name, or a callable
+        ``(y_true, y_pred) -> [N, ...]`` per-sample values. A loss with a
+        ``per_sample_derivatives`` method supplies its own derivatives.
+      y_true: targets, in whatever form ``loss`` expects.
+      y_pred: outputs ``[N, ...]`` (floating); trailing axes are flattened to
+        ``m`` entries per sample.
+      curvature: ``"hessian"`` (empirical Hessian, default), ``"fisher"``
+        (empirical Fisher) or ``"elementwise_hessian"``.
+      damping: Tikhonov damping ``λ >= 0`` on the per-sample scale.
+      indefinite: ``"abs"`` (saddle-free) or ``"clip"``; see
+        :func:`keras_newton.damped_solve.damped_solve`.
+      use_closed_form: use the closed forms of
+        :mod:`keras_newton.closed_forms` for matching Keras losses.
+
+    Returns:
+      ``z*`` with the shape and dtype of ``y_pred``, gradient stopped. Samples
+      whose gradient is not finite get ``z* = y`` (no step); if the batch
+      curvature is not finite the step falls back to the plain gradient step
+      ``z* = y - g`` (Theorem 2 of the paper: ordinary training).
+    """
+    curvature_lib.validate_curvature(curvature)
+    damping = validate_damping(damping)
+    validate_indefinite(indefinite)
+    loss = resolve_loss(loss)
+    curvature_lib.check_protocol_supports(loss, curvature)
+    y_pred = tf.convert_to_tensor(y_pred)
+    y_true = tf.nest.map_structure(tf.convert_to_tensor, y_true)
+    m = _check_outputs(y_true if tf.is_tensor(y_true) else y_pred, y_pred)
+
+    dtype = solve_dtype(y_pred.dtype)
+    outputs = tf.cast(tf.stop_gradient(y_pred), dtype)
+    if tf.is_tensor(y_true) and y_true.dtype.is_floating:
+        y_true = tf.cast(y_true, dtype)
+    gradients, matrix = loss_derivatives(
+        loss, y_true, outputs, curvature, use_closed_form
+    )
+    gradients = tf.reshape(tf.cast(gradients, dtype), [-1, m])
+    sample_ok = tf.reduce_all(tf.math.is_finite(gradients), axis=1, keepdims=True)
+    gradients = tf.where(sample_ok, gradients, tf.zeros_like(gradients))
+
+    if curvature == curvature_lib.ELEMENTWISE_HESSIAN:
+        matrix = tf.cast(matrix, dtype)
+        matrix_ok = tf.reduce_all(tf.math.is_finite(matrix), axis=[1, 2])[:, None]
+        matrix = tf.where(matrix_ok[..., None], matrix, tf.zeros_like(matrix))
+        step = damped_solve(matrix, gradients[:, None, :], damping, indefinite)[:, 0]
+    else:
+        if curvature == curvature_lib.FISHER:
+            count = tf.cast(tf.shape(gradients)[0], dtype)
+            matrix = tf.matmul(gradients, gradients, transpose_a=True) / count
+        matrix = tf.cast(matrix, dtype)
+        matrix_ok = tf.reduce_all(tf.math.is_finite(matrix))
+        matrix = tf.where(matrix_ok, matrix, tf.zeros_like(matrix))
+        step = damped_solve(matrix, gradients, damping, indefinite)
+    step = tf.where(matrix_ok, step, gradients)
+    step_ok = tf.reduce_all(tf.math.is_finite(step), axis=1, keepdims=True)
+    step = tf.where(step_ok, step, tf.zeros_like(step))
+
+    flat_outputs = tf.reshape(outputs, [-1, m])
+    # Non-finite outputs have nothing sensible to move towards: keep them.
+    target = tf.where(tf.math.is_finite(flat_outputs), flat_outputs - step, flat_outputs)
+    target = tf.reshape(target, tf.shape(y_pred))
+    return tf.stop_gradient(tf.cast(target, y_pred.dtype))

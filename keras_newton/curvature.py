@@ -41,6 +41,8 @@ HESSIAN = "hessian"
 FISHER = "fisher"
 ELEMENTWISE_HESSIAN = "elementwise_hessian"
 CURVATURES = (HESSIAN, FISHER, ELEMENTWISE_HESSIAN)
+# Linear losses have no second derivative path: read "no path" as zero.
+ZERO = tf.UnconnectedGradients.ZERO
 
 
 def validate_curvature(curvature: str) -> str:
@@ -125,7 +127,7 @@ def autodiff_derivatives(
             total = tf.reduce_sum(values)
         # Samples are independent, so the gradient of the sum holds each
         # sample's own gradient in its row.
-        return tape.gradient(total, outputs)
+        return tape.gradient(total, outputs, unconnected_gradients=ZERO)
 
     if curvature == FISHER:
         return gradients_at(flat), None
@@ -133,7 +135,7 @@ def autodiff_derivatives(
         with tf.GradientTape() as outer:
             outer.watch(flat)
             gradients = gradients_at(flat)
-        return gradients, outer.batch_jacobian(gradients, flat)
+        return gradients, outer.batch_jacobian(gradients, flat, unconnected_gradients=ZERO)
     # Empirical Hessian: shift every sample by one shared vector v; the
     # Jacobian of sum_i g_i(y_i + v) in v at v = 0 is sum_i H_i, an m x m
     # matrix, without materializing N per-sample Hessians.
@@ -142,6 +144,6 @@ def autodiff_derivatives(
         outer.watch(shift)
         gradients = gradients_at(flat + shift)
         gradient_sum = tf.reduce_sum(gradients, axis=0)
-    hessian_sum = outer.jacobian(gradient_sum, shift)
+    hessian_sum = outer.jacobian(gradient_sum, shift, unconnected_gradients=ZERO)
     count = tf.cast(tf.shape(flat)[0], flat.dtype)
     return gradients, hessian_sum / count

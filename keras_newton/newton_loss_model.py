@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 from keras.src.losses import loss as keras_loss_module
+from keras.src.models.functional import Functional
+from keras.src.models.model import functional_init_arguments
 
 from keras_newton import curvature as curvature_lib
 from keras_newton.damped_solve import validate_indefinite
@@ -67,12 +69,22 @@ class NewtonLossModel(keras.Model):
       *args, **kwargs: as for ``keras.Model``.
     """
 
+    def __new__(cls, *args, **kwargs):
+        # keras.Model would rewrite this class's bases to include Functional
+        # the first time it is called with inputs/outputs, which breaks later
+        # subclassed use in the same process; route to a fixed subclass.
+        if cls is NewtonLossModel and functional_init_arguments(args, kwargs):
+            cls = FunctionalNewtonLossModel
+        return super().__new__(cls, *args, **kwargs)
+
     def __init__(self, *args, curvature="hessian", damping=1e-3, indefinite="abs", **kwargs):
         self.curvature = curvature_lib.validate_curvature(curvature)
         self.damping = validate_damping(damping)
         self.indefinite = validate_indefinite(indefinite)
         super().__init__(*args, **kwargs)
         self.newton_loss_tracker = keras.metrics.Mean(name="newton_loss")
+        self._newton_losses = None
+        self._newton_loss_weights = None
 
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, **kwargs):
         super().compile(
@@ -142,14 +154,16 @@ class NewtonLossModel(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    # compile() is overridden only to remember the per-output losses; the
-    # stock compile-config round trip still applies (and .keras files reload
-    # compiled).
+    # compile() is overridden only to remember the per-output losses, so the
+    # stock compile config still describes it; Keras refuses to replay it for
+    # overridden compile() methods, hence this explicit replay.
     def get_compile_config(self):
         return super().get_compile_config()
 
     def compile_from_config(self, config):
-        return super().compile_from_config(config)
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
         config = super().get_config()
@@ -157,3 +171,8 @@ class NewtonLossModel(keras.Model):
             curvature=self.curvature, damping=self.damping, indefinite=self.indefinite
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_newton")
+class FunctionalNewtonLossModel(NewtonLossModel, Functional):
+    """What ``NewtonLossModel(inputs, outputs, ...)`` builds (a Functional)."""

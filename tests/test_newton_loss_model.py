@@ -1,0 +1,164 @@
+"""Tests of NewtonLossModel's two-stage train_step inside fit()."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_newton as kn
+
+
+def _data(rng, n=48):
+    x = rng.normal(size=(n, 4)).astype("float32")
+    labels = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int) + (x[:, 2] > 0.8).astype(int)
+    return x, np.eye(3, dtype="float32")[labels]
+
+
+def _functional(curvature="hessian", damping=1e-3, **kwargs):
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+    return kn.NewtonLossModel(inputs, keras.layers.Dense(3)(hidden),
+                              curvature=curvature, damping=damping, **kwargs)
+
+
+def _model_step_by_hand(model, x, y, curvature, damping, learning_rate):
+    """Reference: (3a) newton_target then (3b) one SGD step, written out."""
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    weights = [tf.Variable(w) for w in model.get_weights()]
+    w1, b1, w2, b2 = weights
+    outputs = tf.matmul(tf.tanh(x @ w1 + b1), w2) + b2
+    target = kn.newton_target(ce, y, outputs, curvature=curvature, damping=damping)
+    with tf.GradientTape() as tape:
+        outputs = tf.matmul(tf.tanh(x @ w1 + b1), w2) + b2
+        loss = tf.reduce_mean(0.5 * tf.reduce_sum(tf.square(target - outputs), -1))
+    gradients = tape.gradient(loss, weights)
+    return [w.numpy() - learning_rate * g.numpy() for w, g in zip(weights, gradients)]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("curvature", kn.CURVATURES)
+def test_train_step_equals_two_stage_update(curvature, jit_compile, rng):
+    x, y = _data(rng, n=16)
+    keras.utils.set_random_seed(1)
+    model = _functional(curvature, damping=0.05)
+    expected = _model_step_by_hand(model, x, y, curvature, 0.05, 0.1)
+    model.compile(keras.optimizers.SGD(0.1), loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_logs_original_loss_newton_loss_and_metrics(rng):
+    x, y = _data(rng)
+    keras.utils.set_random_seed(0)
+    model = _functional("fisher", damping=0.1)
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.SGD(0.05), loss=ce, metrics=["accuracy"], jit_compile=True)
+    history = model.fit(x, y, batch_size=16, epochs=6, verbose=0).history
+    assert set(history) >= {"loss", "newton_loss", "accuracy"}
+    assert history["loss"][-1] < history["loss"][0]
+    # 'loss' is the original cross-entropy: evaluating gives the same scale.
+    evaluated = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    np.testing.assert_allclose(evaluated, float(ce(y, model.predict(x, verbose=0))), rtol=1e-4)
+
+
+def test_sample_weight_zero_samples_do_not_move_the_model(rng):
+    x, y = _data(rng, n=16)
+    keras.utils.set_random_seed(2)
+    model = _functional("hessian", damping=0.1)
+    before = model.get_weights()
+    model.compile(keras.optimizers.SGD(0.5), loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, sample_weight=np.zeros(16, "float32"), batch_size=16, epochs=1, verbose=0)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_allclose(a, b)
+
+
+class TwoHeads(kn.NewtonLossModel):
+    """Subclassed usage with two outputs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.body = keras.layers.Dense(8, activation="tanh")
+        self.classes = keras.layers.Dense(3)
+        self.value = keras.layers.Dense(2)
+
+    def call(self, inputs):
+        h = self.body(inputs)
+        return self.classes(h), self.value(h)
+
+
+def test_multiple_outputs_get_one_newton_target_each(rng):
+    x, y = _data(rng)
+    values = np.stack([x[:, 0] * 2, x[:, 1] - x[:, 2]], 1).astype("float32")
+    keras.utils.set_random_seed(3)
+    model = TwoHeads(curvature="hessian", damping=0.1)
+    model.compile(keras.optimizers.SGD(0.05),
+                  loss=[keras.losses.CategoricalCrossentropy(from_logits=True), "mse"],
+                  loss_weights=[1.0, 0.5], jit_compile=True)
+    history = model.fit(x, (y, values), batch_size=16, epochs=8, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+    assert np.isfinite(history["newton_loss"]).all()
+
+
+def test_mixed_precision_with_loss_scaling(rng):
+    x, y = _data(rng)
+    policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = _functional("hessian", damping=0.1)
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05))
+        model.compile(optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True), jit_compile=True)
+        history = model.fit(x, y, batch_size=16, epochs=3, verbose=0).history
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+    assert np.isfinite(history["loss"]).all()
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_indefinite_hessian_toy_loss_trains_200_steps_without_nan(rng):
+    """ℓ(y) = Σ sin(3y) + 0.1 y²: Hessian changes sign across the outputs."""
+
+    def wavy(y_true, y_pred):
+        return tf.reduce_mean(tf.sin(3.0 * (y_pred - y_true)) + 0.1 * tf.square(y_pred), -1)
+
+    x = rng.normal(size=(200 * 8, 4)).astype("float32")
+    y = rng.normal(size=(200 * 8, 2)).astype("float32")
+    for indefinite in ("abs", "clip"):
+        inputs = keras.Input((4,))
+        model = kn.NewtonLossModel(inputs, keras.layers.Dense(2)(inputs), damping=1e-3,
+                                   indefinite=indefinite)
+        model.compile(keras.optimizers.SGD(0.01), loss=wavy, jit_compile=True)
+        history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+        assert all(np.isfinite(w).all() for w in model.get_weights())
+        assert np.isfinite(history["newton_loss"]).all()
+
+
+def test_non_finite_gradients_never_reach_the_weights(rng):
+    x, y = _data(rng, n=8)
+    x[3, 0] = np.nan
+    model = _functional("hessian")
+    model.compile(keras.optimizers.SGD(0.1), loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                  jit_compile=True)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_save_and_load_keras_file(rng, tmp_path):
+    x, y = _data(rng, n=16)
+    model = _functional("fisher", damping=0.2)
+    model.compile("adam", loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(restored, kn.NewtonLossModel)
+    assert (restored.curvature, restored.damping) == ("fisher", 0.2)
+    np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    restored.fit(x, y, epochs=1, verbose=0)
+
+
+def test_bad_construction_arguments():
+    with pytest.raises(ValueError, match="curvature"):
+        _functional(curvature="gauss_newton")
+    with pytest.raises(ValueError, match="damping"):
+        _functional(damping=-0.5)

@@ -154,6 +154,23 @@ class NewtonLossModel(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+    def test_step(self, data):
+        # Evaluation reports both losses too (validation Newton loss included).
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        loss = self._compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+        )
+        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+        self._loss_tracker.update_state(
+            keras_loss_module.unscale_loss_for_distribution(loss),
+            sample_weight=batch_size,
+        )
+        if self._newton_losses is not None:
+            newton_loss = self._newton_loss(y, y_pred, sample_weight)
+            self.newton_loss_tracker.update_state(newton_loss, sample_weight=batch_size)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
     # compile() is overridden only to remember the per-output losses, so the
     # stock compile config still describes it; Keras refuses to replay it for
     # overridden compile() methods, hence this explicit replay.

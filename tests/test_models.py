@@ -70,7 +70,8 @@ def test_four_digit_cnn_fits_on_the_number_sets():
     dataset = multi_digit_dataset("train", set_size=3, batch_size=4, seed=0)
     dataset = dataset.map(lambda x, v: (x, v / 10000.0))
     model = models.four_digit_cnn((8, 32, 1))
-    model.compile(optimizer="adam", loss="mse", jit_compile=False)
+    # Eager: two steps do not repay tracing the train function.
+    model.compile(optimizer="adam", loss="mse", run_eagerly=True)
     history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
 
@@ -204,7 +205,7 @@ def test_lenet_fits_on_digits():
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
+        run_eagerly=True,
     )
     data = classification_dataset("digits", "validation", batch_size=100)
     before = model.evaluate(data, verbose=0)

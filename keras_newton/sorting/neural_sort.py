@@ -1,0 +1,68 @@
+"""NeuralSort: a unimodal row-stochastic relaxation of the sorting operator.
+
+Grover et al. (2019) relax the descending permutation matrix of scores
+:math:`s \\in \\mathbb{R}^n` row by row, with :math:`A_{jk} = |s_j - s_k|`:
+
+.. math::
+
+    \\hat P_{r,:} = \\mathrm{softmax}\\Big(\\frac{(n + 1 - 2r)\\, s - A\\mathbf{1}}
+    {\\tau}\\Big), \\qquad r = 1, \\dots, n.
+
+Applying it to :math:`-s` gives the ascending order, and transposing gives the
+convention of ``keras_newton.sorting``: ``P[..., i, j]`` is the mass of input
+``i`` at sorted position ``j``. Every column of ``P`` (one sorted position)
+sums to 1; rows need not. As :math:`\\tau \\to 0`, ``P`` tends to the exact
+permutation matrix (for distinct scores).
+
+``|s_j - s_k|`` has first and second derivative 0 at ``j == k`` in TensorFlow
+(``sign(0) = 0``), so Hessians are finite at ties.
+
+Example:
+
+>>> import tensorflow as tf
+>>> sorted_s, P = neural_sort(tf.constant([[0.3, -1.0, 2.0]]), tau=0.01)
+>>> [round(float(v), 3) for v in sorted_s[0]]
+[-1.0, 0.3, 2.0]
+
+References:
+  Grover, Wang, Zweig, Ermon. "Stochastic Optimization of Sorting Networks via
+  Continuous Relaxations", ICLR 2019.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keras_newton.sorting import _checks
+
+
+def neural_sort(scores: tf.Tensor, tau: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """Relaxed ascending sort of ``scores`` with NeuralSort.
+
+    Args:
+      scores: Shape ``[..., n]``, static ``n >= 2``, floating dtype.
+      tau: Temperature ``> 0`` (``1 / steepness``).
+
+    Returns:
+      ``(sorted_scores, P)`` with ``P`` of shape ``[..., n, n]`` (columns sum
+      to 1) and ``sorted_scores = einsum("...i,...ij->...j", scores, P)``.
+
+    Raises:
+      ValueError: ``n < 2`` or non-positive ``tau``.
+      TypeError: non-floating ``scores``.
+    """
+    scores = _checks.as_float_tensor(scores, "scores")
+    n = _checks.static_length(scores, "scores")
+    _checks.check_positive(tau, "tau")
+    out_dtype = scores.dtype
+    s = _checks.upcast_half(scores)
+    dtype = s.dtype
+    flipped = -s  # descending NeuralSort of -s is the ascending sort of s
+    pairwise = tf.abs(flipped[..., :, None] - flipped[..., None, :])
+    spread = tf.reduce_sum(pairwise, axis=-1)  # [..., n]: sum_k |s_j - s_k|
+    coefficient = tf.cast(n + 1 - 2 * tf.range(1, n + 1), dtype)  # [n] over r
+    logits = coefficient[:, None] * flipped[..., None, :] - spread[..., None, :]
+    p_hat = tf.nn.softmax(logits / tf.cast(tau, dtype), axis=-1)  # [..., r, j]
+    permutation = tf.linalg.matrix_transpose(p_hat)
+    sorted_scores = tf.einsum("...i,...ij->...j", s, permutation)
+    return tf.cast(sorted_scores, out_dtype), tf.cast(permutation, out_dtype)

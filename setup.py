@@ -21,6 +21,8 @@ setup(
         "tf-keras>=2.16",
         "tensorflow-datasets>=4.9",
         "numpy",
+        # TFDS builders (download_and_prepare) need it and do not declare it.
+        "importlib_resources",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist", "scikit-learn", "matplotlib"],

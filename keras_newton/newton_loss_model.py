@@ -117,7 +117,9 @@ class NewtonLossModel(keras.Model):
             )
             total += weight * wrapper(target, output, sample_weight=sw)
         if self.losses:
-            total += tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
+            # Keras losses already divide by the replica count; do the same.
+            regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
+            total += keras_loss_module.scale_loss_for_distribution(regularization)
         return total
 
     def train_step(self, data):
@@ -138,7 +140,10 @@ class NewtonLossModel(keras.Model):
             keras_loss_module.unscale_loss_for_distribution(loss),
             sample_weight=batch_size,
         )
-        self.newton_loss_tracker.update_state(newton_loss, sample_weight=batch_size)
+        self.newton_loss_tracker.update_state(
+            keras_loss_module.unscale_loss_for_distribution(newton_loss),
+            sample_weight=batch_size,
+        )
         weights = self.trainable_weights
         gradients = tape.gradient(scaled, weights)
         finite = tf.reduce_all(
@@ -168,7 +173,10 @@ class NewtonLossModel(keras.Model):
         )
         if self._newton_losses is not None:
             newton_loss = self._newton_loss(y, y_pred, sample_weight)
-            self.newton_loss_tracker.update_state(newton_loss, sample_weight=batch_size)
+            self.newton_loss_tracker.update_state(
+                keras_loss_module.unscale_loss_for_distribution(newton_loss),
+                sample_weight=batch_size,
+            )
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     # compile() is overridden only to remember the per-output losses, so the

@@ -86,6 +86,23 @@ def _check_outputs(y_true: tf.Tensor, y_pred: tf.Tensor) -> int:
     return y_pred.shape[1:].num_elements()
 
 
+def global_batch_mean(mean: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """The mean over the global batch when running on several replicas.
+
+    In a replica context of a ``tf.distribute`` strategy, sums and counts are
+    all-reduced separately (the pattern of Keras' synchronized batch norm), so
+    the curvature equals the single-device statistic of the whole global
+    batch. Elsewhere ``mean`` is returned unchanged.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return mean
+    total, total_count = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, [mean * count, count]
+    )
+    return total / total_count
+
+
 def loss_derivatives(loss, y_true, outputs, curvature, use_closed_form=True):
     """Per-sample gradients ``[N, m]`` and the curvature for ``curvature``.
 
@@ -171,10 +188,10 @@ def newton_target(
         matrix = tf.where(matrix_ok[..., None], matrix, tf.zeros_like(matrix))
         step = damped_solve(matrix, gradients[:, None, :], damping, indefinite)[:, 0]
     else:
+        count = tf.cast(tf.shape(gradients)[0], dtype)
         if curvature == curvature_lib.FISHER:
-            count = tf.cast(tf.shape(gradients)[0], dtype)
             matrix = tf.matmul(gradients, gradients, transpose_a=True) / count
-        matrix = tf.cast(matrix, dtype)
+        matrix = global_batch_mean(tf.cast(matrix, dtype), count)
         matrix_ok = tf.reduce_all(tf.math.is_finite(matrix))
         matrix = tf.where(matrix_ok, matrix, tf.zeros_like(matrix))
         step = damped_solve(matrix, gradients, damping, indefinite)

@@ -66,7 +66,11 @@ def damped_solve(
         curvature = tf.nn.relu(eigenvalues)
     largest = tf.reduce_max(tf.abs(eigenvalues), axis=-1, keepdims=True)
     floor = RELATIVE_EIGENVALUE_FLOOR * largest
-    damped = tf.maximum(curvature + tf.constant(damping, matrix.dtype), floor)
+    if tf.is_tensor(damping):
+        damping = tf.cast(damping, matrix.dtype)
+    else:  # tf.constant keeps a Python float's float64 precision
+        damping = tf.constant(damping, matrix.dtype)
+    damped = tf.maximum(curvature + damping, floor)
     # Only reached when matrix and damping are both exactly zero.
     damped = tf.maximum(damped, np.finfo(matrix.dtype.as_numpy_dtype).tiny)
     # rows of rhs in the eigenbasis: [..., k, m] x [..., m, m]

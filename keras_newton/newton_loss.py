@@ -5,7 +5,12 @@ import tensorflow as tf
 
 from keras_newton import curvature as curvature_lib
 from keras_newton.damped_solve import validate_indefinite
-from keras_newton.newton_target import newton_target, resolve_loss, validate_damping
+from keras_newton.newton_target import (
+    choose_solver,
+    newton_target,
+    resolve_loss,
+    validate_damping,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_newton")
@@ -50,6 +55,10 @@ class NewtonLoss(keras.losses.Loss):
       indefinite: ``"abs"`` (saddle-free, default) or ``"clip"``: how negative
         curvature is treated.
       use_closed_form: use closed-form derivatives for MSE / cross-entropies.
+      solver: ``"auto"``, ``"dense"``, ``"woodbury"`` (Fisher, many outputs)
+        or ``"cg"`` (element-wise Hessian, many outputs); see
+        :func:`keras_newton.newton_target`.
+      cg_max_iterations, cg_tolerance: conjugate-gradient settings.
       name, reduction, dtype: as for ``keras.losses.Loss``.
     """
 
@@ -60,6 +69,9 @@ class NewtonLoss(keras.losses.Loss):
         damping: float = 1e-3,
         indefinite: str = "abs",
         use_closed_form: bool = True,
+        solver: str = "auto",
+        cg_max_iterations: int = 50,
+        cg_tolerance: float = 1e-5,
         name: str = "newton_loss",
         reduction: str = "sum_over_batch_size",
         dtype=None,
@@ -71,6 +83,12 @@ class NewtonLoss(keras.losses.Loss):
         self.use_closed_form = bool(use_closed_form)
         self.loss = resolve_loss(loss)
         curvature_lib.check_protocol_supports(self.loss, self.curvature)
+        # Names and curvature compatibility are checked now; "auto" is
+        # resolved by shape when called.
+        choose_solver(solver, self.curvature, self.damping, 0, None, self.loss)
+        self.solver = solver
+        self.cg_max_iterations = int(cg_max_iterations)
+        self.cg_tolerance = float(cg_tolerance)
 
     def call(self, y_true, y_pred):
         target = newton_target(
@@ -81,6 +99,9 @@ class NewtonLoss(keras.losses.Loss):
             damping=self.damping,
             indefinite=self.indefinite,
             use_closed_form=self.use_closed_form,
+            solver=self.solver,
+            cg_max_iterations=self.cg_max_iterations,
+            cg_tolerance=self.cg_tolerance,
         )
         difference = target - y_pred
         # A non-finite output must not send NaN back into the weights.
@@ -98,6 +119,9 @@ class NewtonLoss(keras.losses.Loss):
             damping=self.damping,
             indefinite=self.indefinite,
             use_closed_form=self.use_closed_form,
+            solver=self.solver,
+            cg_max_iterations=self.cg_max_iterations,
+            cg_tolerance=self.cg_tolerance,
         )
         return config
 

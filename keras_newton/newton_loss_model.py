@@ -9,7 +9,7 @@ from keras.src.models.model import functional_init_arguments
 from keras_newton import curvature as curvature_lib
 from keras_newton.damped_solve import validate_indefinite
 from keras_newton.newton_loss import NewtonLoss
-from keras_newton.newton_target import validate_damping
+from keras_newton.newton_target import choose_solver, validate_damping
 
 
 def _per_output(structure, outputs, default, name):
@@ -66,6 +66,8 @@ class NewtonLossModel(keras.Model):
         ``"elementwise_hessian"``.
       damping: Tikhonov damping ``λ >= 0``.
       indefinite: ``"abs"`` or ``"clip"``; see ``NewtonLoss``.
+      solver: ``"auto"``, ``"dense"``, ``"woodbury"`` or ``"cg"``; see
+        ``NewtonLoss``.
       *args, **kwargs: as for ``keras.Model``.
     """
 
@@ -77,10 +79,13 @@ class NewtonLossModel(keras.Model):
             cls = FunctionalNewtonLossModel
         return super().__new__(cls, *args, **kwargs)
 
-    def __init__(self, *args, curvature="hessian", damping=1e-3, indefinite="abs", **kwargs):
+    def __init__(self, *args, curvature="hessian", damping=1e-3, indefinite="abs",
+                 solver="auto", **kwargs):
         self.curvature = curvature_lib.validate_curvature(curvature)
         self.damping = validate_damping(damping)
         self.indefinite = validate_indefinite(indefinite)
+        choose_solver(solver, self.curvature, self.damping, 0, None, None)
+        self.solver = solver
         super().__init__(*args, **kwargs)
         self.newton_loss_tracker = keras.metrics.Mean(name="newton_loss")
         self._newton_losses = None
@@ -113,6 +118,7 @@ class NewtonLossModel(keras.Model):
                 curvature=self.curvature,
                 damping=self.damping,
                 indefinite=self.indefinite,
+                solver=self.solver,
                 reduction=getattr(loss, "reduction", "sum_over_batch_size"),
             )
             total += weight * wrapper(target, output, sample_weight=sw)
@@ -193,7 +199,8 @@ class NewtonLossModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(
-            curvature=self.curvature, damping=self.damping, indefinite=self.indefinite
+            curvature=self.curvature, damping=self.damping, indefinite=self.indefinite,
+            solver=self.solver,
         )
         return config
 

@@ -34,7 +34,12 @@ import tensorflow as tf
 
 from keras_newton import curvature as curvature_lib
 from keras_newton.closed_forms import closed_form_derivatives
+from keras_newton.conjugate_gradient import (
+    conjugate_gradient_steps,
+    per_sample_hessian_vector_product,
+)
 from keras_newton.damped_solve import damped_solve, solve_dtype, validate_indefinite
+from keras_newton.woodbury import woodbury_fisher_steps
 
 
 def validate_damping(damping) -> float:
@@ -103,6 +108,36 @@ def global_batch_mean(mean: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
     return total / total_count
 
 
+SOLVERS = ("auto", "dense", "woodbury", "cg")
+LARGE_OUTPUT_SIZE = 256
+
+
+def choose_solver(solver, curvature, damping, m, batch_size, loss) -> str:
+    """Validates ``solver`` and resolves ``"auto"`` by shape (see newton_target)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"Unknown solver={solver!r}; expected one of {SOLVERS}.")
+    if solver == "auto":
+        if curvature == curvature_lib.FISHER and damping > 0 and m > LARGE_OUTPUT_SIZE:
+            return "woodbury" if batch_size is None or m > batch_size else "dense"
+        if (curvature == curvature_lib.ELEMENTWISE_HESSIAN and m > LARGE_OUTPUT_SIZE
+                and not curvature_lib.provides_curvature(loss)):
+            return "cg"
+        return "dense"
+    if solver == "woodbury" and (curvature != curvature_lib.FISHER or damping <= 0):
+        raise ValueError(
+            "solver='woodbury' applies to curvature='fisher' with damping > 0; "
+            f"got curvature={curvature!r}, damping={damping}."
+        )
+    if solver == "cg" and (
+        curvature != curvature_lib.ELEMENTWISE_HESSIAN or curvature_lib.provides_curvature(loss)
+    ):
+        raise ValueError(
+            "solver='cg' applies to curvature='elementwise_hessian' of a loss "
+            f"autodiff can differentiate twice; got curvature={curvature!r}."
+        )
+    return solver
+
+
 def loss_derivatives(loss, y_true, outputs, curvature, use_closed_form=True):
     """Per-sample gradients ``[N, m]`` and the curvature for ``curvature``.
 
@@ -138,6 +173,9 @@ def newton_target(
     damping: float = 1e-3,
     indefinite: str = "abs",
     use_closed_form: bool = True,
+    solver: str = "auto",
+    cg_max_iterations: int = 50,
+    cg_tolerance: float = 1e-5,
 ) -> tf.Tensor:
     """Computes the Newton target ``z* = y - (M + λI)^{-1} g`` of a batch.
 
@@ -155,6 +193,14 @@ def newton_target(
         :func:`keras_newton.damped_solve.damped_solve`.
       use_closed_form: use the closed forms of
         :mod:`keras_newton.closed_forms` for matching Keras losses.
+      solver: ``"dense"`` (eigendecomposition of ``m x m`` matrices),
+        ``"woodbury"`` (Fisher only: an ``N x N`` solve, see
+        :mod:`keras_newton.woodbury`), ``"cg"`` (element-wise Hessian only:
+        conjugate gradients with Hessian-vector products, see
+        :mod:`keras_newton.conjugate_gradient`) or ``"auto"``, which picks
+        Woodbury / CG when ``m > 256`` (and, for Woodbury, ``λ > 0`` and ``m``
+        exceeds a static batch size) and dense otherwise.
+      cg_max_iterations, cg_tolerance: CG iteration cap and relative residual.
 
     Returns:
       ``z*`` with the shape and dtype of ``y_pred``, gradient stopped. Samples
@@ -175,14 +221,28 @@ def newton_target(
     outputs = tf.cast(tf.stop_gradient(y_pred), dtype)
     if tf.is_tensor(y_true) and y_true.dtype.is_floating:
         y_true = tf.cast(y_true, dtype)
+    solver = choose_solver(solver, curvature, damping, m, y_pred.shape[0], loss)
+    # Matrix-free solvers need gradients only; their curvature is implicit.
     gradients, matrix = loss_derivatives(
-        loss, y_true, outputs, curvature, use_closed_form
+        loss, y_true, outputs,
+        curvature_lib.FISHER if solver != "dense" else curvature, use_closed_form,
     )
     gradients = tf.reshape(tf.cast(gradients, dtype), [-1, m])
     sample_ok = tf.reduce_all(tf.math.is_finite(gradients), axis=1, keepdims=True)
     gradients = tf.where(sample_ok, gradients, tf.zeros_like(gradients))
 
-    if curvature == curvature_lib.ELEMENTWISE_HESSIAN:
+    matrix_ok = True
+    if solver == "woodbury":
+        step = woodbury_fisher_steps(gradients, damping)
+    elif solver == "cg":
+        product = per_sample_hessian_vector_product(
+            curvature_lib.per_sample_loss_fn(loss), y_true, outputs
+        )
+        step = conjugate_gradient_steps(
+            lambda v: tf.reshape(product(tf.reshape(v, tf.shape(outputs))), [-1, m]),
+            gradients, damping, cg_max_iterations, cg_tolerance,
+        )
+    elif curvature == curvature_lib.ELEMENTWISE_HESSIAN:
         matrix = tf.cast(matrix, dtype)
         matrix_ok = tf.reduce_all(tf.math.is_finite(matrix), axis=[1, 2])[:, None]
         matrix = tf.where(matrix_ok[..., None], matrix, tf.zeros_like(matrix))

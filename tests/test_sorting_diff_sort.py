@@ -87,10 +87,11 @@ def test_matches_numpy_reference_all_sizes(relaxation, network, dtype, rng):
     tol = 2e-4 if dtype == np.float32 else 1e-10
     for n in SIZES:
         x = _inputs(rng, (2, n), dtype)
-        sorted_x, perm = diff_sort(tf.constant(x), network, relaxation, 10.0, 0.25)
+        # 7.3 and 0.3 are not float32 numbers: float64 must not round them.
+        sorted_x, perm = diff_sort(tf.constant(x), network, relaxation, 7.3, 0.3)
         assert sorted_x.dtype == perm.dtype == tf.as_dtype(dtype)
         for row in range(2):
-            ref_sorted, ref_perm = np_diff_sort(x[row], network, relaxation)
+            ref_sorted, ref_perm = np_diff_sort(x[row], network, relaxation, 7.3, 0.3)
             np.testing.assert_allclose(sorted_x[row], ref_sorted, rtol=tol, atol=tol)
             np.testing.assert_allclose(perm[row], ref_perm, rtol=tol, atol=tol)
 

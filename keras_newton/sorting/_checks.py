@@ -67,3 +67,10 @@ def check_positive(value, name: str, allow_zero: bool = False):
         bound = "non-negative" if allow_zero else "positive"
         raise ValueError(f"`{name}` must be {bound}, got {float(static)}.")
     return value
+
+
+def as_scalar(value, dtype: tf.DType) -> tf.Tensor:
+    """Python numbers convert exactly (``tf.cast`` would round via float32)."""
+    if tf.is_tensor(value):
+        return tf.cast(value, dtype)
+    return tf.constant(value, dtype)

@@ -62,7 +62,7 @@ def neural_sort(scores: tf.Tensor, tau: float = 1.0) -> tuple[tf.Tensor, tf.Tens
     spread = tf.reduce_sum(pairwise, axis=-1)  # [..., n]: sum_k |s_j - s_k|
     coefficient = tf.cast(n + 1 - 2 * tf.range(1, n + 1), dtype)  # [n] over r
     logits = coefficient[:, None] * flipped[..., None, :] - spread[..., None, :]
-    p_hat = tf.nn.softmax(logits / tf.cast(tau, dtype), axis=-1)  # [..., r, j]
+    p_hat = tf.nn.softmax(logits / _checks.as_scalar(tau, dtype), axis=-1)  # [..., r, j]
     permutation = tf.linalg.matrix_transpose(p_hat)
     sorted_scores = tf.einsum("...i,...ij->...j", s, permutation)
     return tf.cast(sorted_scores, out_dtype), tf.cast(permutation, out_dtype)

@@ -53,6 +53,8 @@ from typing import Union
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_newton.sorting import _checks
+
 tfd = tfp.distributions
 
 RELAXATIONS = (
@@ -136,7 +138,7 @@ def comparator_weight(
     """
     relaxation = check_relaxation(relaxation)
     dtype = a.dtype
-    beta = tf.cast(steepness, dtype)
+    beta = _checks.as_scalar(steepness, dtype)
     v = beta * (b - a)
     if isinstance(relaxation, tfd.Distribution):
         if relaxation.dtype != dtype:
@@ -149,7 +151,9 @@ def comparator_weight(
     if relaxation == "logistic":
         return _standard(tfd.Logistic, dtype).cdf(v)
     if relaxation == "logistic_phi":
-        scale = tf.pow(tf.abs(a - b) + _PHI_EPSILON, tf.cast(art_lambda, dtype))
+        scale = tf.pow(
+            tf.abs(a - b) + _PHI_EPSILON, _checks.as_scalar(art_lambda, dtype)
+        )
         return _standard(tfd.Logistic, dtype).cdf(v / scale)
     if relaxation == "gaussian":
         return _standard(tfd.Normal, dtype).cdf(v)

@@ -73,7 +73,7 @@ def soft_sort(
     s = _checks.upcast_half(scores)
     anchors = tf.sort(s, axis=-1, direction="ASCENDING")
     distance = _abs_power(anchors[..., :, None] - s[..., None, :], float(power))
-    p_hat = tf.nn.softmax(-distance / tf.cast(tau, s.dtype), axis=-1)
+    p_hat = tf.nn.softmax(-distance / _checks.as_scalar(tau, s.dtype), axis=-1)
     permutation = tf.linalg.matrix_transpose(p_hat)
     sorted_scores = tf.einsum("...i,...ij->...j", s, permutation)
     return tf.cast(sorted_scores, out_dtype), tf.cast(permutation, out_dtype)

@@ -1,0 +1,202 @@
+"""Relaxed (AlgoVision) Bellman-Ford shortest path on grids.
+
+The continuous relaxation of Petersen et al. (2021): Bellman-Ford with the
+hard minimum replaced by a softmin at inverse temperature ``β``, followed by
+a soft traceback that moves probability mass to the predecessors and
+accumulates it into a path with a t-conorm. It is smoothly differentiable in
+the costs and, for ``β → ∞`` with enough iterations, recovers the exact path.
+
+References:
+  Petersen, Borgelt, Kuehne & Deussen, "Learning with Algorithmic
+  Supervision via Continuous Relaxations", NeurIPS 2021 (arXiv:2110.05651).
+"""
+
+import math
+from typing import Optional
+
+import tensorflow as tf
+
+from keras_newton.shortest_path import grid
+from keras_newton.shortest_path.t_conorms import t_conorm_fn
+
+LOOPS = ("for", "while")
+# The "infinite" distance of unreached and out-of-grid cells.
+INFINITY = 1e12
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return value
+
+
+def _positive_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r}.")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}.")
+    return float(value)
+
+
+def validate_relaxed_args(beta, n_iter, loop, max_iter, epsilon):
+    """Checks the options of :func:`relaxed_shortest_path`; raises on bad values."""
+    beta = _positive_float(beta, "beta")
+    if n_iter is not None:
+        _positive_int(n_iter, "n_iter")
+    if loop not in LOOPS:
+        raise ValueError(f"Unknown loop={loop!r}; expected one of {LOOPS}.")
+    _positive_int(max_iter, "max_iter")
+    epsilon = _positive_float(epsilon, "epsilon")
+    return beta, epsilon
+
+
+def _softmin_weights(distance, pad, beta):
+    """Neighbour distances ``u`` ``[B, H, W, 8]`` and ``softmax(-β u)``."""
+    neighbours = grid.neighbour_values(distance, pad)
+    # Shift by the (constant) minimum before scaling: softmax is shift
+    # invariant, and XLA's fused -β·u - max(-β·u) loses all precision at
+    # |u| ~ 1e12 (it returned NaN for all-out-of-grid neighbourhoods).
+    shifted = neighbours - tf.stop_gradient(tf.reduce_min(neighbours, -1, keepdims=True))
+    return neighbours, tf.nn.softmax(-beta * shifted, axis=-1)
+
+
+def _forward(costs, source, beta, n_iter, absorbing_source):
+    """``n_iter`` softmin Bellman-Ford sweeps; returns the last predecessor weights."""
+    pad = tf.constant(INFINITY, costs.dtype)
+
+    def sweep(distance):
+        neighbours, weights = _softmin_weights(distance, pad, beta)
+        distance = tf.reduce_sum(weights * neighbours, axis=-1) + costs
+        return (tf.where(source, tf.zeros_like(distance), distance),)
+
+    distance = tf.where(source, tf.zeros_like(costs), tf.fill(tf.shape(costs), pad))
+    # Unrolled in Python: second derivatives (batch_jacobian of the gradient,
+    # vectorized by pfor) of tf.while_loop fail under XLA and trace slowly.
+    # The weights of sweep n_iter are those of the distances after n_iter - 1.
+    for _ in range(n_iter - 1):
+        (distance,) = sweep(distance)
+    _, weights = _softmin_weights(distance, pad, beta)
+    if absorbing_source:
+        # The source has no predecessor: mass that reaches it leaves the grid.
+        weights = tf.where(source[..., None], tf.zeros_like(weights), weights)
+    return weights
+
+
+def relaxed_shortest_path(
+    costs,
+    beta: float = 10.0,
+    n_iter: Optional[int] = None,
+    loop: str = "for",
+    t_conorm: str = "probabilistic",
+    p: Optional[float] = None,
+    max_iter: int = 1024,
+    epsilon: float = 1e-5,
+    absorbing_source: bool = False,
+) -> tf.Tensor:
+    """Relaxed Bellman-Ford shortest path (AlgoVision) on ``H×W`` grids.
+
+    Distances ``d`` start at ``10¹²`` except ``d_source = 0``; out-of-grid
+    neighbours read ``10¹²``. Each of ``n_iter`` forward sweeps computes, for
+    every cell with neighbour distances ``u_1..u_8``,
+
+    .. math::
+
+        w = \\operatorname{softmax}(-\\beta u), \\qquad
+        d \\leftarrow \\textstyle\\sum_k w_k u_k + c, \\qquad d_{source} = 0,
+
+    and the last ``w`` are the predecessor weights. The traceback starts with
+    ``pos`` one-hot at the target and ``path = 0`` and repeats
+    ``path ← path ⊕ pos``, ``pos ← Σ_k shift_k(pos · w_k)`` (mass moves to
+    the predecessors).
+
+    * ``loop="for"``: ``n_iter`` traceback steps.
+    * ``loop="while"``: the expectation over stopping times of a loop that
+      continues with probability ``q(s) = σ(-β(path_source - 1))``: with
+      ``π_0 = q(s_0)`` and ``π_{k+1} = π_k q(s_{k+1})`` the result is
+      ``(1 - π_0) s_0 + Σ_k (π_k - π_{k+1}) s_{k+1} + π_K s_K``, stopping
+      once ``max π_K < epsilon`` or after ``max_iter`` steps. It runs as one
+      ``tf.while_loop`` with that dynamic stop (XLA-compilable). As in
+      AlgoVision the maximum is over the batch, so a map that has stopped
+      keeps accumulating terms below ``epsilon`` while others run.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> from keras_newton.shortest_path import relaxed_shortest_path
+    >>> costs = tf.random.stateless_uniform([2, 5, 5], seed=[1, 2])
+    >>> relaxed_shortest_path(costs, beta=10.0, n_iter=10).shape
+    TensorShape([2, 5, 5])
+
+    Args:
+      costs: ``[..., H, W]`` float32/float64 cell costs.
+      beta: inverse temperature ``β > 0`` of the softmin and of the While
+        loop's condition.
+      n_iter: forward sweeps (and traceback steps of the For loop);
+        ``None`` uses ``H + W``.
+      loop: ``"for"`` or ``"while"``.
+      t_conorm: ``"probabilistic"``, ``"hamacher"`` (needs ``p >= 0``) or
+        ``"yager_1"``.
+      p: Hamacher parameter; only valid with ``t_conorm="hamacher"``.
+      max_iter: cap on the While loop's iterations.
+      epsilon: the While loop stops when every continuation probability is
+        below ``epsilon``.
+      absorbing_source: AlgoVision (``False``, default) also gives the
+        source predecessor weights, so traceback mass that reaches the source
+        moves on to its neighbours (for ``β → ∞``: to the cheapest one) and
+        back; once the traceback runs longer than the path, that neighbour
+        joins the path. ``True`` drops mass at the source instead, so for
+        ``β → ∞`` and ``n_iter`` at least the path's length both loops
+        return exactly the shortest path.
+
+    Returns:
+      ``[..., H, W]`` relaxed path indicators in ``[0, 1]``, differentiable in
+      ``costs`` (also twice, through nested tapes).
+    """
+    beta, epsilon = validate_relaxed_args(beta, n_iter, loop, max_iter, epsilon)
+    combine = t_conorm_fn(t_conorm, p)
+    flat, restore = grid.batched_grid(costs)
+    height, width = flat.shape[-2], flat.shape[-1]
+    if n_iter is None:
+        n_iter = height + width
+    source_float, target_float = grid.corner_masks(height, width, flat.dtype)
+    source = tf.broadcast_to(tf.cast(source_float, tf.bool), tf.shape(flat))
+    weights = _forward(flat, source, beta, n_iter, bool(absorbing_source))
+
+    def body(path, position):
+        return combine(path, position), grid.move_to_neighbours(position, weights)
+
+    path = tf.zeros_like(flat)
+    position = tf.broadcast_to(target_float, tf.shape(flat))
+    if loop == "for":
+        for _ in range(n_iter):
+            path, position = body(path, position)
+        return restore(path)
+    return restore(_expected_while(body, path, position, beta, max_iter, epsilon))
+
+
+def _expected_while(body, path, position, beta, max_iter, epsilon):
+    """Expectation of the traceback state over the While loop's stopping time."""
+
+    def keep_going(path):
+        # AlgoVision's relaxed `path[source] <= 1`, one probability per map.
+        return tf.sigmoid(-beta * (path[:, 0, 0] - 1.0))[:, None, None]
+
+    continuing = keep_going(path)
+    expected = (1.0 - continuing) * path
+
+    def step(i, path, position, continuing, expected):
+        path, position = body(path, position)
+        still = continuing * keep_going(path)
+        expected = expected + (continuing - still) * path
+        return i + 1, path, position, still, expected
+
+    def more(i, path, position, continuing, expected):
+        return tf.reduce_max(continuing) >= epsilon
+
+    _, path, _, continuing, expected = tf.while_loop(
+        more,
+        step,
+        (tf.constant(0, tf.int32), path, position, continuing, expected),
+        maximum_iterations=max_iter,
+    )
+    return expected + continuing * path

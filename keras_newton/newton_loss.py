@@ -4,7 +4,9 @@ import keras
 import tensorflow as tf
 
 from keras_newton import curvature as curvature_lib
+from keras_newton.curvature_cache import CurvatureCache
 from keras_newton.damped_solve import validate_indefinite
+from keras_newton.hessian_estimates import validate_hessian_options
 from keras_newton.newton_target import (
     choose_solver,
     newton_target,
@@ -59,6 +61,16 @@ class NewtonLoss(keras.losses.Loss):
         or ``"cg"`` (element-wise Hessian, many outputs); see
         :func:`keras_newton.newton_target`.
       cg_max_iterations, cg_tolerance: conjugate-gradient settings.
+      hessian_samples: empirical Hessian only: estimate it from the first
+        ``s`` samples of each batch (``None``: all); see
+        :mod:`keras_newton.hessian_estimates`.
+      hessian_rank: empirical Hessian only: rank-``r`` randomized sketch from
+        ``2r`` Hessian-vector products (``None``: full ``m×m`` matrix).
+      hessian_seed: seed of the sketch's probes.
+      hessian_refresh_every: empirical Hessian only: recompute its
+        factorization every ``k`` calls and reuse it in between (``1``:
+        every call); the loss then holds it in ``tf.Variable``s, see
+        :mod:`keras_newton.curvature_cache` (single replica only).
       name, reduction, dtype: as for ``keras.losses.Loss``.
     """
 
@@ -72,6 +84,10 @@ class NewtonLoss(keras.losses.Loss):
         solver: str = "auto",
         cg_max_iterations: int = 50,
         cg_tolerance: float = 1e-5,
+        hessian_samples=None,
+        hessian_rank=None,
+        hessian_seed: int = 0,
+        hessian_refresh_every: int = 1,
         name: str = "newton_loss",
         reduction: str = "sum_over_batch_size",
         dtype=None,
@@ -89,6 +105,15 @@ class NewtonLoss(keras.losses.Loss):
         self.solver = solver
         self.cg_max_iterations = int(cg_max_iterations)
         self.cg_tolerance = float(cg_tolerance)
+        validate_hessian_options(self.curvature, hessian_samples, hessian_rank,
+                                 hessian_seed, hessian_refresh_every, self.loss)
+        self.hessian_samples = hessian_samples
+        self.hessian_rank = hessian_rank
+        self.hessian_seed = hessian_seed
+        self.hessian_refresh_every = hessian_refresh_every
+        self.hessian_cache = (
+            CurvatureCache(hessian_refresh_every) if hessian_refresh_every > 1 else None
+        )
 
     def call(self, y_true, y_pred):
         target = newton_target(
@@ -102,6 +127,10 @@ class NewtonLoss(keras.losses.Loss):
             solver=self.solver,
             cg_max_iterations=self.cg_max_iterations,
             cg_tolerance=self.cg_tolerance,
+            hessian_samples=self.hessian_samples,
+            hessian_rank=self.hessian_rank,
+            hessian_seed=self.hessian_seed,
+            hessian_cache=self.hessian_cache,
         )
         difference = target - y_pred
         # A non-finite output must not send NaN back into the weights.
@@ -122,6 +151,10 @@ class NewtonLoss(keras.losses.Loss):
             solver=self.solver,
             cg_max_iterations=self.cg_max_iterations,
             cg_tolerance=self.cg_tolerance,
+            hessian_samples=self.hessian_samples,
+            hessian_rank=self.hessian_rank,
+            hessian_seed=self.hessian_seed,
+            hessian_refresh_every=self.hessian_refresh_every,
         )
         return config
 

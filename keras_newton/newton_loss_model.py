@@ -8,6 +8,7 @@ from keras.src.models.model import functional_init_arguments
 
 from keras_newton import curvature as curvature_lib
 from keras_newton.damped_solve import validate_indefinite
+from keras_newton.hessian_estimates import validate_hessian_options
 from keras_newton.newton_loss import NewtonLoss
 from keras_newton.newton_target import choose_solver, validate_damping
 
@@ -68,6 +69,10 @@ class NewtonLossModel(keras.Model):
       indefinite: ``"abs"`` or ``"clip"``; see ``NewtonLoss``.
       solver: ``"auto"``, ``"dense"``, ``"woodbury"`` or ``"cg"``; see
         ``NewtonLoss``.
+      hessian_samples, hessian_rank, hessian_seed, hessian_refresh_every:
+        affordable empirical Hessians (subsample, sketch, refresh every
+        ``k`` steps with the factorization cached per output); see
+        ``NewtonLoss`` and :mod:`keras_newton.hessian_estimates`.
       *args, **kwargs: as for ``keras.Model``.
     """
 
@@ -80,12 +85,22 @@ class NewtonLossModel(keras.Model):
         return super().__new__(cls, *args, **kwargs)
 
     def __init__(self, *args, curvature="hessian", damping=1e-3, indefinite="abs",
-                 solver="auto", **kwargs):
+                 solver="auto", hessian_samples=None, hessian_rank=None, hessian_seed=0,
+                 hessian_refresh_every=1, **kwargs):
         self.curvature = curvature_lib.validate_curvature(curvature)
         self.damping = validate_damping(damping)
         self.indefinite = validate_indefinite(indefinite)
         choose_solver(solver, self.curvature, self.damping, 0, None, None)
         self.solver = solver
+        validate_hessian_options(self.curvature, hessian_samples, hessian_rank,
+                                 hessian_seed, hessian_refresh_every)
+        self.hessian_samples = hessian_samples
+        self.hessian_rank = hessian_rank
+        self.hessian_seed = hessian_seed
+        self.hessian_refresh_every = hessian_refresh_every
+        # Newton-loss wrappers per output, kept across steps so that cached
+        # curvature (hessian_refresh_every > 1) persists; reset by compile().
+        object.__setattr__(self, "_newton_wrappers", {})
         super().__init__(*args, **kwargs)
         self.newton_loss_tracker = keras.metrics.Mean(name="newton_loss")
         self._newton_losses = None
@@ -97,6 +112,7 @@ class NewtonLossModel(keras.Model):
         )
         self._newton_losses = loss
         self._newton_loss_weights = loss_weights
+        self._newton_wrappers.clear()
 
     def _newton_loss(self, y, y_pred, sample_weight):
         losses = _per_output(self._newton_losses, y_pred, None, "loss")
@@ -108,19 +124,26 @@ class NewtonLossModel(keras.Model):
         else:
             sample_weights = [sample_weight] * len(outputs)
         total = 0.0
-        for loss, weight, target, output, sw in zip(
+        for index, (loss, weight, target, output, sw) in enumerate(zip(
             losses, weights, targets, outputs, sample_weights
-        ):
+        )):
             if loss is None:
                 continue
-            wrapper = NewtonLoss(
-                loss,
-                curvature=self.curvature,
-                damping=self.damping,
-                indefinite=self.indefinite,
-                solver=self.solver,
-                reduction=getattr(loss, "reduction", "sum_over_batch_size"),
-            )
+            wrapper = self._newton_wrappers.get(index)
+            if wrapper is None:
+                wrapper = NewtonLoss(
+                    loss,
+                    curvature=self.curvature,
+                    damping=self.damping,
+                    indefinite=self.indefinite,
+                    solver=self.solver,
+                    hessian_samples=self.hessian_samples,
+                    hessian_rank=self.hessian_rank,
+                    hessian_seed=self.hessian_seed,
+                    hessian_refresh_every=self.hessian_refresh_every,
+                    reduction=getattr(loss, "reduction", "sum_over_batch_size"),
+                )
+                self._newton_wrappers[index] = wrapper
             total += weight * wrapper(target, output, sample_weight=sw)
         if self.losses:
             # Keras losses already divide by the replica count; do the same.
@@ -200,7 +223,9 @@ class NewtonLossModel(keras.Model):
         config = super().get_config()
         config.update(
             curvature=self.curvature, damping=self.damping, indefinite=self.indefinite,
-            solver=self.solver,
+            solver=self.solver, hessian_samples=self.hessian_samples,
+            hessian_rank=self.hessian_rank, hessian_seed=self.hessian_seed,
+            hessian_refresh_every=self.hessian_refresh_every,
         )
         return config
 

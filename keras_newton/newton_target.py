@@ -39,6 +39,12 @@ from keras_newton.conjugate_gradient import (
     per_sample_hessian_vector_product,
 )
 from keras_newton.damped_solve import damped_solve, solve_dtype, validate_indefinite
+from keras_newton.hessian_estimates import (
+    mean_hessian_factorization,
+    uses_affordable_hessian,
+    validate_hessian_options,
+)
+from keras_newton.hessian_sketch import low_rank_damped_solve
 from keras_newton.woodbury import woodbury_fisher_steps
 
 
@@ -176,6 +182,10 @@ def newton_target(
     solver: str = "auto",
     cg_max_iterations: int = 50,
     cg_tolerance: float = 1e-5,
+    hessian_samples=None,
+    hessian_rank=None,
+    hessian_seed: int = 0,
+    hessian_cache=None,
 ) -> tf.Tensor:
     """Computes the Newton target ``z* = y - (M + λI)^{-1} g`` of a batch.
 
@@ -201,6 +211,17 @@ def newton_target(
         Woodbury / CG when ``m > 256`` (and, for Woodbury, ``λ > 0`` and ``m``
         exceeds a static batch size) and dense otherwise.
       cg_max_iterations, cg_tolerance: CG iteration cap and relative residual.
+      hessian_samples: ``curvature="hessian"`` only: estimate ``H̄`` from the
+        first ``s`` samples of the (shuffled) batch, an unbiased estimate;
+        ``None`` (default) uses the whole batch. See
+        :mod:`keras_newton.hessian_estimates`.
+      hessian_rank: ``curvature="hessian"`` only: a rank-``r`` randomized
+        eigen-sketch of ``H̄`` from ``2r`` Hessian-vector products (exact for
+        ``r = m``); ``None`` (default) forms the full ``m×m`` matrix.
+      hessian_seed: int seed of the sketch's Gaussian probes.
+      hessian_cache: a :class:`keras_newton.curvature_cache.CurvatureCache`:
+        the factorization of ``H̄`` is recomputed every ``refresh_every``
+        calls and reused in between (``curvature="hessian"`` only).
 
     Returns:
       ``z*`` with the shape and dtype of ``y_pred``, gradient stopped. Samples
@@ -213,6 +234,9 @@ def newton_target(
     validate_indefinite(indefinite)
     loss = resolve_loss(loss)
     curvature_lib.check_protocol_supports(loss, curvature)
+    validate_hessian_options(curvature, hessian_samples, hessian_rank, hessian_seed,
+                             getattr(hessian_cache, "refresh_every", 1), loss)
+    affordable = uses_affordable_hessian(hessian_samples, hessian_rank, hessian_cache)
     y_pred = tf.convert_to_tensor(y_pred)
     y_true = tf.nest.map_structure(tf.convert_to_tensor, y_true)
     m = _check_outputs(y_true if tf.is_tensor(y_true) else y_pred, y_pred)
@@ -225,14 +249,20 @@ def newton_target(
     # Matrix-free solvers need gradients only; their curvature is implicit.
     gradients, matrix = loss_derivatives(
         loss, y_true, outputs,
-        curvature_lib.FISHER if solver != "dense" else curvature, use_closed_form,
+        curvature_lib.FISHER if solver != "dense" or affordable else curvature,
+        use_closed_form,
     )
     gradients = tf.reshape(tf.cast(gradients, dtype), [-1, m])
     sample_ok = tf.reduce_all(tf.math.is_finite(gradients), axis=1, keepdims=True)
     gradients = tf.where(sample_ok, gradients, tf.zeros_like(gradients))
 
     matrix_ok = True
-    if solver == "woodbury":
+    if affordable:
+        step, matrix_ok = _affordable_hessian_step(
+            loss, y_true, outputs, gradients, damping, indefinite, use_closed_form,
+            hessian_samples, hessian_rank, hessian_seed, hessian_cache,
+        )
+    elif solver == "woodbury":
         step = woodbury_fisher_steps(gradients, damping)
     elif solver == "cg":
         product = per_sample_hessian_vector_product(
@@ -264,3 +294,30 @@ def newton_target(
     target = tf.where(tf.math.is_finite(flat_outputs), flat_outputs - step, flat_outputs)
     target = tf.reshape(target, tf.shape(y_pred))
     return tf.stop_gradient(tf.cast(target, y_pred.dtype))
+
+
+def _affordable_hessian_step(loss, y_true, outputs, gradients, damping, indefinite,
+                             use_closed_form, samples, rank, seed, cache):
+    """Newton steps from a subsampled / sketched / cached empirical Hessian."""
+    m = gradients.shape[-1]
+
+    def dense_mean_hessian(targets, values):
+        return loss_derivatives(loss, targets, values, curvature_lib.HESSIAN, use_closed_form)[1]
+
+    def compute():
+        return mean_hessian_factorization(
+            loss, y_true, outputs, dense_mean_hessian, global_batch_mean,
+            hessian_samples=samples, hessian_rank=rank, hessian_seed=seed,
+        )
+
+    if cache is None:
+        factorization = compute()
+    else:
+        factorization = cache.factorization(compute, rank or m, m, gradients.dtype)
+    matrix_ok = tf.logical_and(
+        tf.reduce_all(tf.math.is_finite(factorization[0])),
+        tf.reduce_all(tf.math.is_finite(factorization[1])),
+    )
+    factorization = tuple(tf.where(matrix_ok, f, tf.zeros_like(f)) for f in factorization)
+    step = low_rank_damped_solve(factorization, gradients, damping, indefinite)
+    return step, matrix_ok

@@ -1,0 +1,245 @@
+"""Command line of the benchmarks (``keras-newton-bench``, ``python -m keras_newton.bench``).
+
+Subcommands:
+
+* ``sort``      ranking supervision (NeuralSort / SoftSort / sorting networks);
+* ``path``      shortest-path supervision (relaxed Bellman-Ford, smoothing,
+                perturbed optimizer + Fenchel-Young);
+* ``classify``  M1–M5 with softmax cross-entropy;
+* ``grid``      several methods of one task × Newton variants × seeds;
+* ``overhead``  step-time ratios Newton / regular, measured side by side.
+
+Every run subcommand trains each Newton variant (``--newton``) for each seed
+(``--seeds``), prints a Markdown table (mean ± std) and writes ``.md``,
+``.csv``, ``.json`` and ``.png`` files to ``--output-dir``. Without
+``--quick`` the paper's settings are used; any flag overrides them.
+
+Example:
+  $ keras-newton-bench grid --quick                 # the main job
+  $ keras-newton-bench sort --sorter diff_sort --relaxation cauchy --steps 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+from keras_newton.bench import presets
+from keras_newton.bench.task import NEWTON_CHOICES
+
+TASK_FLAGS = {
+    "sort": ("sorter", "n", "tau", "network", "relaxation", "steepness", "art_lambda",
+             "eval_sets"),
+    "path": ("method", "distance", "loop", "beta", "n_iter", "smoothing", "samples", "sigma",
+             "noise", "epochs", "train_maps", "eval_maps", "grid_size", "manual_dir"),
+    "classify": ("model", "optimizer"),
+}
+COMMON_FLAGS = ("steps", "eval_every", "batch_size", "learning_rate", "dataset", "data_dir")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training (defaults: the paper's; --quick: CPU preset)")
+    group.add_argument("--quick", action="store_true", help="small CPU preset")
+    group.add_argument("--newton", nargs="+", choices=NEWTON_CHOICES, default=None,
+                       help="training variants (none = the loss itself)")
+    group.add_argument("--damping", type=float, default=None,
+                       help="Tikhonov λ for every Newton variant (default: per variant)")
+    group.add_argument("--seeds", type=int, nargs="+", default=None, help="weight seeds")
+    group.add_argument("--steps", type=int, help="optimizer steps per run")
+    group.add_argument("--eval-every", type=int, help="steps between evaluations")
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--learning-rate", type=float)
+    group.add_argument("--dataset", help="offline default or a TFDS source (see the task)")
+    group.add_argument("--data-dir", help="TFDS data directory")
+    group.add_argument("--output-dir", default=None, help="results folder")
+    group.add_argument("--name", default="results", help="stem of the results files")
+    group.add_argument("--no-xla", action="store_true", help="disable jit_compile")
+    group.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                       help="Keras progress: 0 silent, 1 bar, 2 one line per evaluation")
+
+
+def _add_sort(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sorting")
+    group.add_argument("--sorter", choices=("neural_sort", "soft_sort", "diff_sort"))
+    group.add_argument("--n", type=int, help="items per set")
+    group.add_argument("--tau", type=float, help="NeuralSort/SoftSort temperature")
+    group.add_argument("--network", choices=("odd_even", "bitonic"))
+    group.add_argument("--relaxation", help="sorting-network relaxation (logistic, cauchy, …)")
+    group.add_argument("--steepness", type=float, help="sorting-network steepness β")
+    group.add_argument("--art-lambda", type=float, help="λ of logistic_phi")
+    group.add_argument("--eval-sets", type=int, help="sets in validation and test")
+
+
+def _add_path(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("shortest paths")
+    group.add_argument("--method", choices=("relaxed", "smoothing", "perturbed"))
+    group.add_argument("--distance", choices=("l1", "l2"), help="relaxed: L1 or squared L2")
+    group.add_argument("--loop", choices=("for", "while"), help="relaxed: loop kind")
+    group.add_argument("--beta", type=float, help="relaxed: inverse temperature")
+    group.add_argument("--n-iter", type=int, help="relaxed: Bellman-Ford iterations")
+    group.add_argument("--smoothing", choices=("loss", "algorithm"))
+    group.add_argument("--samples", type=int, help="Monte-Carlo samples (3, 10, 30)")
+    group.add_argument("--sigma", type=float, help="noise scale")
+    group.add_argument("--noise", choices=("normal", "logistic", "cauchy", "gumbel"))
+    group.add_argument("--epochs", type=int, help="epochs (sets steps when --steps is absent)")
+    group.add_argument("--train-maps", type=int)
+    group.add_argument("--eval-maps", type=int)
+    group.add_argument("--grid-size", type=int)
+    group.add_argument("--manual-dir", help="extracted Warcraft archive (dataset warcraft)")
+
+
+def _add_classify(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("classification")
+    group.add_argument("--model", choices=("M1", "M2", "M3", "M4", "M5"))
+    group.add_argument("--optimizer", choices=("sgd", "adam"))
+
+
+ADDERS = {"sort": _add_sort, "path": _add_path, "classify": _add_classify}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-newton-bench",
+        description="Benchmarks of Newton losses (Petersen et al., NeurIPS 2024).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for task, adder in ADDERS.items():
+        sub = commands.add_parser(task, help=f"train the {task} task: variants × seeds")
+        adder(sub)
+        _add_common(sub)
+    grid = commands.add_parser("grid", help="methods × variants × seeds of one task "
+                                            "(grid --quick is the main job)")
+    grid.add_argument("--task", choices=tuple(ADDERS), default="sort")
+    grid.add_argument("--methods", nargs="+", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+                      help="method configs, e.g. sorter=neural_sort "
+                           "sorter=diff_sort,relaxation=cauchy")
+    for adder in ADDERS.values():
+        adder(grid)
+    _add_common(grid)
+    overhead = commands.add_parser("overhead", help="step-time ratios Newton/regular")
+    overhead.add_argument("--tasks", nargs="+", choices=tuple(ADDERS), default=list(ADDERS))
+    overhead.add_argument("--rounds", type=int, default=30, help="timed steps per variant")
+    for adder in ADDERS.values():
+        adder(overhead)
+    _add_common(overhead)
+    return parser
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"none": None, "true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_method(spec: str) -> dict:
+    """``"sorter=diff_sort,relaxation=cauchy"`` → ``{"sorter": ..., ...}``."""
+    out = {}
+    for item in filter(None, spec.split(",")):
+        if "=" not in item:
+            raise ValueError(f"method entries must be key=value, got {item!r} in {spec!r}")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return out
+
+
+def task_config(args: argparse.Namespace, task: str) -> dict:
+    """Quick preset (if asked) overridden by every flag given."""
+    config = dict(presets.QUICK[task]) if args.quick else {}
+    for key in COMMON_FLAGS + TASK_FLAGS[task]:
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = value
+    if task == "path" and "epochs" in config and args.steps is None:
+        config.pop("steps", None)
+        config.pop("eval_every", None)
+    return config
+
+
+def _dampings(args: argparse.Namespace, task: str) -> dict:
+    if args.damping is not None:
+        return {name: args.damping for name in NEWTON_CHOICES}
+    return dict(presets.DAMPINGS[task])
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    if args.seeds is not None:
+        return list(args.seeds)
+    return list(presets.QUICK_SEEDS) if args.quick else [0]
+
+
+def _run_grid(args: argparse.Namespace, task: str, methods: list[dict]) -> dict:
+    from keras_newton.bench.grid import run_grid
+
+    output_dir = args.output_dir or os.path.join(
+        "bench_results", f"{args.command}_{task}" + ("_quick" if args.quick else ""))
+    newton = args.newton or list(presets.GRID_NEWTON[task])
+    started = time.perf_counter()
+    out = run_grid(task, methods, newton, _seeds(args), output_dir,
+                   base_config=task_config(args, task), dampings=_dampings(args, task),
+                   name=args.name, verbose=args.verbose, jit_compile=not args.no_xla)
+    print()
+    print(out["table"])
+    for kind, path in out["paths"].items():
+        print(f"{kind:>8}: {path}")
+    print(f"wall time: {time.perf_counter() - started:.1f} s")
+    return out
+
+
+def _run_overhead(args: argparse.Namespace) -> dict:
+    from keras_newton.bench import overhead
+    from keras_newton.bench.grid import TASKS
+
+    newton = args.newton or ["none", "hessian", "fisher"]
+    lines, measured = [overhead.OVERHEAD_HEADER], {}
+    for task in args.tasks:
+        make_task, describe, _ = TASKS[task]
+        config = dict(presets.QUICK[task], **task_config(args, task))
+        the_task = make_task(config)
+        dampings = _dampings(args, task)
+        variants = [v for v in newton if v == "none" or v in dampings]
+        result = overhead.measure_overhead(
+            the_task, variants, rounds=args.rounds, damping=dampings.get("hessian", 1e-2),
+            jit_compile=not args.no_xla)
+        label = describe(the_task.config)
+        measured[label] = result
+        lines.append(overhead.overhead_table(label, result))
+        print(lines[-1], flush=True)
+    table = "\n".join(lines) + "\n"
+    print()
+    print(table)
+    if args.output_dir:
+        from keras_newton.bench import results
+
+        results.atomic_write_text(os.path.join(args.output_dir, f"{args.name}_overhead.md"),
+                                  table)
+        results.atomic_write_json(os.path.join(args.output_dir, f"{args.name}_overhead.json"),
+                                  {"measured": measured, "versions": results.library_versions(),
+                                   "config": vars(args)})
+    return measured
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "overhead":
+        _run_overhead(args)
+    elif args.command == "grid":
+        methods = ([parse_method(spec) for spec in args.methods] if args.methods
+                   else [dict(m) for m in presets.GRID_METHODS[args.task]])
+        _run_grid(args, args.task, methods)
+    else:
+        _run_grid(args, args.command, [{}])
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "main", "parse_method", "task_config", "json"]

@@ -1,0 +1,213 @@
+"""Results files of the benchmark: Markdown table, CSV and JSON, written atomically.
+
+Every run of a grid is one record: its full configuration, its evaluation
+history (metric values every ``eval_every`` steps), the metrics of the
+selected checkpoint (best validation metric) and timings. A grid summarizes
+the records per variant as mean ± standard deviation over seeds, the way the
+paper's tables do:
+
+.. math::
+
+    \\bar m = \\frac1S \\sum_{s=1}^S m_s, \\qquad
+    \\sigma = \\sqrt{\\frac1{S-1} \\sum_s (m_s - \\bar m)^2}
+
+(sample standard deviation; 0 for a single seed).
+
+Files are first written to a temporary file in the target directory and then
+moved over the target with ``os.replace``, so a reader (or a killed run) never
+sees a half-written file.
+
+Example:
+  >>> rows = [{"variant": "hessian", "seed": 0, "exact_match": 0.5}]
+  >>> summarize(rows, ["exact_match"])[0]["exact_match"]
+  (0.5, 0.0, 1)
+
+References:
+  Petersen et al., "Newton Losses: Using Curvature Information for Learning
+  with Differentiable Algorithms", NeurIPS 2024 (tables report mean ± std).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from typing import Any, Iterable, Sequence
+
+
+def atomic_write_text(path: str, text: str) -> str:
+    """Writes ``text`` to ``path`` via a temporary file and ``os.replace``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def atomic_write_json(path: str, data: Any) -> str:
+    """Writes ``data`` as indented JSON (NaN written as ``null``)."""
+    return atomic_write_text(path, json.dumps(_jsonable(data), indent=2) + "\n")
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # NumPy scalars.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, the platform and the libraries a result depends on."""
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for module in ("tensorflow", "keras", "tensorflow_probability", "numpy",
+                   "keras_newton", "tensorflow_datasets", "sklearn"):
+        imported = sys.modules.get(module)
+        if imported is None:
+            try:
+                imported = __import__(module)
+            except Exception:  # Optional libraries: record that they are absent.
+                versions[module] = "not installed"
+                continue
+        versions[module] = str(getattr(imported, "__version__", "unknown"))
+    return versions
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """``(mean, sample std, count)`` of the finite values (NaN if none)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return math.nan, math.nan, 0
+    mean = sum(finite) / len(finite)
+    if len(finite) < 2:
+        return mean, 0.0, len(finite)
+    variance = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
+    return mean, math.sqrt(variance), len(finite)
+
+
+def summarize(rows: Iterable[dict], metrics: Sequence[str], key: str = "variant") -> list[dict]:
+    """Groups rows by ``key`` (first-seen order); each metric → (mean, std, n)."""
+    groups: dict[Any, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row[key], []).append(row)
+    summary = []
+    for name, members in groups.items():
+        entry = {key: name, "seeds": [m.get("seed") for m in members]}
+        for metric in metrics:
+            entry[metric] = mean_std([m.get(metric, math.nan) for m in members])
+        summary.append(entry)
+    return summary
+
+
+def format_cell(stats: tuple[float, float, int], scale: float = 100.0, digits: int = 2) -> str:
+    """``"mean ± std"`` with the metric scaled (percent by default)."""
+    mean, std, count = stats
+    if count == 0:
+        return "n/a"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def column_name(metric: str, scale: float) -> str:
+    """Table header of a metric: ``"exact_match (%)"`` for scale 100."""
+    if scale == 100.0:
+        return f"{metric} (%)"
+    return metric if scale == 1.0 else f"{metric} (×{scale:g})"
+
+
+def markdown_table(summary: Sequence[dict], metrics: Sequence[str], key: str = "variant",
+                   scales: dict[str, float] | None = None, title: str | None = None) -> str:
+    """A Markdown table: one row per variant, one ``mean ± std`` column per metric."""
+    scales = scales or {}
+    lines = [f"**{title}**", ""] if title else []
+    header = [key] + [column_name(m, scales.get(m, 100.0)) for m in metrics] + ["seeds"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for entry in summary:
+        cells = [str(entry[key])]
+        cells += [format_cell(entry[m], scales.get(m, 100.0)) for m in metrics]
+        cells.append(str(len(entry["seeds"])))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_markdown_table(text: str) -> list[dict[str, str]]:
+    """Parses the first pipe table in ``text`` into a list of row dicts."""
+    rows = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
+    if len(rows) < 2:
+        raise ValueError("no Markdown table found")
+    split = lambda line: [cell.strip() for cell in line.strip("|").split("|")]
+    header = split(rows[0])
+    if not all(set(c) <= set("-: ") for c in split(rows[1])):
+        raise ValueError("the second table line must be the |---| separator")
+    body = [split(r) for r in rows[2:]]
+    if any(len(r) != len(header) for r in body):
+        raise ValueError("a table row has a different number of cells than the header")
+    return [dict(zip(header, r)) for r in body]
+
+
+def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """CSV of ``rows`` restricted to ``columns`` (missing entries left empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: _jsonable(row.get(c, "")) for c in columns})
+    return buffer.getvalue()
+
+
+def write_results(output_dir: str, name: str, records: Sequence[dict], metrics: Sequence[str],
+                  config: dict, title: str | None = None,
+                  scales: dict[str, float] | None = None) -> dict[str, str]:
+    """Writes ``<name>.md``, ``<name>.csv`` and ``<name>.json`` atomically.
+
+    Args:
+      output_dir: directory for the files (created if needed).
+      name: file stem.
+      records: one dict per run with ``variant``, ``seed``, the final
+        ``metrics`` and anything else (history, config, timings).
+      metrics: metric names summarized in the table and CSV.
+      config: the grid's full configuration (stored in the JSON).
+      title: heading of the Markdown table.
+      scales: per-metric display factor (default 100, i.e. percent).
+
+    Returns:
+      ``{"markdown": path, "csv": path, "json": path}``.
+    """
+    summary = summarize(records, metrics)
+    table = markdown_table(summary, metrics, scales=scales, title=title)
+    flat_columns = (["variant", "method", "newton", "damping", "seed"] + list(metrics)
+                    + [f"final_{m}" for m in metrics]
+                    + ["best_step", "steps", "train_seconds"])
+    paths = {
+        "markdown": atomic_write_text(os.path.join(output_dir, f"{name}.md"), table),
+        "csv": atomic_write_text(os.path.join(output_dir, f"{name}.csv"),
+                                 csv_text(records, flat_columns)),
+        "json": atomic_write_json(os.path.join(output_dir, f"{name}.json"), {
+            "config": config,
+            "versions": library_versions(),
+            "metrics": list(metrics),
+            "summary": [{k: (list(v) if isinstance(v, tuple) else v)
+                         for k, v in e.items()} for e in summary],
+            "runs": list(records),
+        }),
+    }
+    return paths

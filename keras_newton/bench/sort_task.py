@@ -1,0 +1,136 @@
+"""Ranking supervision on multi-digit number sets (the paper's sorting benchmark).
+
+A CNN scores each of the ``n`` four-digit number images of a set; the scores
+go through a differentiable sorter (NeuralSort, SoftSort or a differentiable
+sorting network), and the relaxed permutation matrix ``P`` is compared with
+the true one ``Q`` by binary cross-entropy (:class:`keras_newton.losses.SortingLoss`):
+
+.. math::
+
+    \\ell = -\\frac1{n^2} \\sum_{ij} Q_{ij}\\log P_{ij} + (1-Q_{ij})\\log(1-P_{ij}).
+
+Metrics (Petersen et al., 2021): exact match of the whole ordering (the
+paper's headline number, also used for model selection on the validation
+set) and the element-wise rank accuracy.
+
+Example:
+  >>> task = sort_task(dict(SORT_DEFAULTS, steps=10, eval_sets=20))
+  >>> task.eval_sets["test"][0].shape
+  (20, 5, 8, 32, 1)
+
+References:
+  Grover et al., ICLR 2019 (NeuralSort); Prillo & Eisenschlos, ICML 2020
+  (SoftSort); Petersen et al., ICML 2021 / ICLR 2022 (sorting networks);
+  Petersen et al., NeurIPS 2024 (Newton losses).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+
+from keras_newton.bench.task import Task
+from keras_newton.datasets import multi_digit as multi_digit_lib
+from keras_newton.datasets import sources
+from keras_newton.losses import SortingLoss
+from keras_newton.metrics.ranking_metrics import elementwise_rank_accuracy
+from keras_newton.metrics.ranking_metrics import ordering_exact_match
+from keras_newton.models import four_digit_cnn
+
+SORTERS = ("neural_sort", "soft_sort", "diff_sort")
+
+# Paper defaults (Petersen et al. 2024, sorting benchmark): Adam 1e-3, batches
+# of 100 sets, 100 000 steps, evaluation every 1000 steps.
+SORT_DEFAULTS = {
+    "sorter": "neural_sort",
+    "n": 5,
+    "tau": 1.0,            # NeuralSort / SoftSort temperature.
+    "network": "odd_even",
+    "relaxation": "cauchy",
+    "steepness": 10.0,     # Sorting-network inverse temperature β.
+    "art_lambda": 0.25,
+    "learning_rate": 1e-3,
+    "batch_size": 100,
+    "steps": 100_000,
+    "eval_every": 1000,
+    "eval_sets": 1000,     # sets in the validation and in the test set
+    "dataset": "digits",   # offline default; "mnist" loads TFDS
+    "data_dir": None,
+}
+
+
+@functools.lru_cache(maxsize=8)
+def _digits(source: str, split: str, data_dir: str | None):
+    return sources.load_image_source(source, split, data_dir)
+
+
+def sorting_loss(config: dict) -> SortingLoss:
+    """The :class:`SortingLoss` of ``config`` (only the sorter's own options)."""
+    sorter = config["sorter"]
+    if sorter not in SORTERS:
+        raise ValueError(f"sorter must be one of {SORTERS}, got {sorter!r}")
+    if sorter == "diff_sort":
+        options = {k: config[k] for k in ("network", "relaxation", "steepness", "art_lambda")}
+    else:
+        options = {"tau": config["tau"]}
+    return SortingLoss(sorter, **options)
+
+
+def sort_task(config: dict) -> Task:
+    """Builds the ranking task of ``config`` (keys as in ``SORT_DEFAULTS``)."""
+    config = dict(SORT_DEFAULTS, **config)
+    n, source, data_dir = int(config["n"]), config["dataset"], config["data_dir"]
+    seed = int(config.get("data_seed", 0))
+    arrays = {split: _digits(source, split, data_dir)
+              for split in ("train", "validation", "test")}
+    eval_sets = {
+        split: multi_digit_lib.multi_digit_arrays(
+            split, num_sets=int(config["eval_sets"]), set_size=n, seed=seed + 1,
+            digit_arrays=arrays[split])
+        for split in ("validation", "test")
+    }
+    image_shape = eval_sets["test"][0].shape[2:]
+    batch_size = int(config["batch_size"])
+
+    def train_stream(start_step: int):
+        # Sets are a pure function of their index, so skipping whole batches
+        # puts a resumed run exactly where the interrupted one stopped.
+        dataset = multi_digit_lib.multi_digit_dataset(
+            "train", set_size=n, batch_size=batch_size, seed=seed,
+            digit_arrays=arrays["train"])
+        return dataset.skip(int(start_step))
+
+    def make_optimizer(total_steps: int):
+        return keras.optimizers.Adam(float(config["learning_rate"]))
+
+    return Task(
+        name="sort",
+        build_model=lambda: four_digit_cnn(tuple(image_shape), n),
+        loss=sorting_loss(config),
+        train_stream=train_stream,
+        eval_sets=eval_sets,
+        metrics={"exact_match": ordering_exact_match,
+                 "rank_accuracy": elementwise_rank_accuracy},
+        selection="exact_match",
+        make_optimizer=make_optimizer,
+        config=config,
+    )
+
+
+def describe(config: dict) -> str:
+    """Short label of a sorter configuration, e.g. ``"diff_sort(cauchy, β=10)"``."""
+    if config["sorter"] == "diff_sort":
+        return f"diff_sort({config['relaxation']}, β={config['steepness']:g})"
+    return f"{config['sorter']}(τ={config['tau']:g})"
+
+
+def default_digits_shape() -> tuple:
+    """Image shape of one number of the offline digits: ``(8, 32, 1)``."""
+    images, _ = _digits("digits", "test", None)
+    return (images.shape[1], 4 * images.shape[2], images.shape[3])
+
+
+__all__ = ["SORTERS", "SORT_DEFAULTS", "describe", "sort_task", "sorting_loss",
+           "default_digits_shape", "np"]

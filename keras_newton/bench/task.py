@@ -1,0 +1,124 @@
+"""What a benchmark task is, and how a variant turns it into a compiled model.
+
+A *task* bundles everything one experiment of the paper needs: a model
+factory, the (algorithmic) loss, a training stream that can start at any step
+(so a resumed run sees exactly the batches it would have seen), fixed
+validation and test sets, per-sample metrics and the optimizer recipe. A
+*variant* says how the loss is trained: directly (``newton="none"``) or as a
+Newton loss with a curvature and a Tikhonov damping λ (Petersen et al., 2024,
+eq. 3):
+
+.. math::
+
+    z^\\star = y - (M + \\lambda I)^{-1} g, \\qquad
+    \\ell^\\star = \\tfrac12 \\lVert z^\\star - y \\rVert^2 .
+
+Baseline and Newton variants share the architecture and, for equal seeds,
+the initial weights: the Newton model is a :class:`keras_newton.NewtonLossModel`
+over the same layers.
+
+Example:
+  >>> variant = Variant("neural_sort/hessian", newton="hessian", damping=0.1)
+  >>> variant.is_newton
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+NEWTON_CHOICES = ("none", "hessian", "fisher", "elementwise_hessian")
+
+
+@dataclasses.dataclass
+class Task:
+    """One benchmark problem (see the module docstring).
+
+    Attributes:
+      name: ``"sort"``, ``"path"`` or ``"classify"``.
+      build_model: returns a fresh functional ``keras.Model`` (weights drawn
+        from Keras' global seed, set by the caller).
+      loss: the loss trained directly or wrapped as a Newton loss.
+      train_stream: ``start_step -> tf.data.Dataset`` of ``(x, y)`` batches,
+        infinite, whose first batch is batch ``start_step`` of the run.
+      eval_sets: ``{"validation": (x, y), "test": (x, y)}`` NumPy arrays.
+      metrics: ``name -> fn(y_true, y_pred) -> [N]`` per-sample values.
+      selection: metric used for model selection on the validation set.
+      make_optimizer: ``total_steps -> keras optimizer`` (learning-rate
+        schedules are defined in steps).
+      config: the task's full configuration (goes into the results JSON).
+      eval_batch_size: batch size used for evaluation.
+    """
+
+    name: str
+    build_model: Callable[[], keras.Model]
+    loss: keras.losses.Loss
+    train_stream: Callable[[int], tf.data.Dataset]
+    eval_sets: dict[str, tuple[np.ndarray, np.ndarray]]
+    metrics: dict[str, Callable[[Any, Any], tf.Tensor]]
+    selection: str
+    make_optimizer: Callable[[int], keras.optimizers.Optimizer]
+    config: dict
+    eval_batch_size: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """How a task's loss is trained.
+
+    Attributes:
+      name: label in tables and plots.
+      newton: ``"none"`` (the loss itself), ``"hessian"``, ``"fisher"`` or
+        ``"elementwise_hessian"``.
+      damping: Tikhonov λ of the Newton step (ignored for ``"none"``).
+      options: task options this variant overrides (e.g. the sorter).
+    """
+
+    name: str
+    newton: str = "none"
+    damping: float = 1.0
+    options: tuple = ()
+
+    def __post_init__(self):
+        if self.newton not in NEWTON_CHOICES:
+            raise ValueError(
+                f"newton must be one of {NEWTON_CHOICES}, got {self.newton!r}")
+        if not np.isfinite(self.damping) or self.damping < 0:
+            raise ValueError(f"damping must be finite and >= 0, got {self.damping}")
+
+    @property
+    def is_newton(self) -> bool:
+        return self.newton != "none"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "newton": self.newton, "damping": self.damping,
+                **dict(self.options)}
+
+
+def build_variant_model(task: Task, variant: Variant, seed: int,
+                        jit_compile: bool | str = True) -> keras.Model:
+    """A compiled model for ``variant``: same layers and initial weights per seed.
+
+    Args:
+      task: the task.
+      variant: the training variant.
+      seed: seeds Keras' global generator before the weights are drawn.
+      jit_compile: passed to ``compile`` (XLA on by default).
+    """
+    from keras_newton.newton_loss_model import NewtonLossModel
+
+    keras.utils.set_random_seed(int(seed))
+    base = task.build_model()
+    if variant.is_newton:
+        model = NewtonLossModel(base.inputs, base.outputs, curvature=variant.newton,
+                                damping=variant.damping, name=f"{base.name}_newton")
+    else:
+        model = base
+    model.compile(optimizer=task.make_optimizer(task.config["steps"]), loss=task.loss,
+                  jit_compile=jit_compile)
+    return model

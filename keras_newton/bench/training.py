@@ -1,0 +1,179 @@
+"""One training run: fit with periodic evaluation, resumable, with model selection.
+
+Training runs for ``steps`` optimizer steps as ``steps / eval_every`` Keras
+epochs of ``eval_every`` steps, with Keras' own progress bar. After every
+epoch the model is evaluated on the validation and the test set, the history
+is written, and only then is the training state (weights, optimizer
+variables, epoch) saved by ``keras.callbacks.BackupAndRestore``. A killed run
+started again with the same ``run_dir`` therefore resumes at the last saved
+epoch, with the training stream advanced to exactly that step, and ends with
+the same weights and metrics as an uninterrupted run. A finished run leaves
+``record.json`` and is not repeated.
+
+Model selection (as in the paper): the reported test metrics are those at the
+evaluation with the best validation value of ``task.selection`` (earliest on
+ties); the last evaluation's test metrics are kept as ``final_*``.
+
+Example:
+  >>> record = run_training(task, Variant("baseline"), seed=0,
+  ...                       run_dir="/tmp/run")           # doctest: +SKIP
+  >>> record["test_exact_match"]                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from keras_newton.bench import results
+from keras_newton.bench.task import Task, Variant, build_variant_model
+
+RECORD_FILE = "record.json"
+HISTORY_FILE = "history.json"
+BACKUP_DIR = "backup"
+FINAL_WEIGHTS_FILE = "final.weights.h5"
+
+
+def weights_checksum(model: keras.Model) -> list[float]:
+    """``[Σ w, Σ w²]`` over all weights (float64): a cheap fingerprint of a model."""
+    values = [np.asarray(w, np.float64) for w in model.get_weights()]
+    return [float(sum(v.sum() for v in values)), float(sum((v * v).sum() for v in values))]
+
+
+def evaluate(model: keras.Model, task: Task, split: str) -> dict[str, float]:
+    """Mean of every task metric on one fixed evaluation set."""
+    x, y = task.eval_sets[split]
+    predictions = model.predict(x, batch_size=task.eval_batch_size, verbose=0)
+    return {name: float(np.mean(np.asarray(fn(y, predictions))))
+            for name, fn in task.metrics.items()}
+
+
+def _saved_epoch(backup_dir: str) -> int:
+    """The epoch ``BackupAndRestore`` will resume at (0 without a backup)."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as stream:
+        return int(json.load(stream)["epoch"])
+
+
+class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
+    """Evaluates and records history, then saves the training state.
+
+    Ordering matters for resuming: the history of an epoch is written before
+    the state of that epoch is saved, and on restart the history is cut back to
+    the restored epoch, so an interruption between the two loses nothing and
+    duplicates nothing.
+    """
+
+    def __init__(self, task: Task, run_dir: str, expected_epoch: int):
+        super().__init__(os.path.join(run_dir, BACKUP_DIR))
+        self.task = task
+        self.history_path = os.path.join(run_dir, HISTORY_FILE)
+        self.expected_epoch = expected_epoch
+        self.history: list[dict] = []
+        self._epoch_start = 0.0
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        restored = int(getattr(self.model, "_initial_epoch", 0) or 0)
+        if restored != self.expected_epoch:
+            raise RuntimeError(
+                f"backup restored epoch {restored} but the data stream was built for "
+                f"epoch {self.expected_epoch}; delete {self.history_path!r}'s folder")
+        if os.path.exists(self.history_path):
+            with open(self.history_path, encoding="utf-8") as stream:
+                saved = json.load(stream)
+            self.history = [h for h in saved if h["epoch"] < restored]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        train_seconds = time.perf_counter() - self._epoch_start
+        entry = {"epoch": int(epoch),
+                 "step": int((epoch + 1) * self.params["steps"]),
+                 "train_loss": float((logs or {}).get("loss", math.nan)),
+                 "train_seconds": train_seconds}
+        for split in ("validation", "test"):
+            prefix = "val" if split == "validation" else "test"
+            for name, value in evaluate(self.model, self.task, split).items():
+                entry[f"{prefix}_{name}"] = value
+        self.history.append(entry)
+        results.atomic_write_json(self.history_path, self.history)
+        super().on_epoch_end(epoch, logs)
+
+
+def select(history: Sequence[dict], selection: str, metrics: Sequence[str]) -> dict:
+    """Test metrics at the best validation ``selection`` value (earliest on ties)."""
+    if not history:
+        raise ValueError("no evaluation happened (steps < eval_every?)")
+    best = max(range(len(history)), key=lambda i: (history[i][f"val_{selection}"], -i))
+    chosen, last = history[best], history[-1]
+    out = {"best_step": chosen["step"], "steps": last["step"]}
+    for name in metrics:
+        out[name] = chosen[f"test_{name}"]
+        out[f"val_{name}"] = chosen[f"val_{name}"]
+        out[f"final_{name}"] = last[f"test_{name}"]
+    return out
+
+
+def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
+                 verbose: int | str = "auto", jit_compile: bool | str = True,
+                 callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+    """Trains ``variant`` of ``task`` with ``seed``; resumable through ``run_dir``.
+
+    Args:
+      task: the task (its config holds ``steps`` and ``eval_every``).
+      variant: baseline or Newton variant.
+      seed: weight-initialization seed.
+      run_dir: folder for the backup, the history and ``record.json``.
+      verbose: Keras ``fit`` verbosity (progress bar by default).
+      jit_compile: XLA (``True`` by default).
+      callbacks: extra Keras callbacks (after the backup callback).
+
+    Returns:
+      The run record: variant, seed, config, history, selected and final
+      test metrics, wall times.
+    """
+    record_path = os.path.join(run_dir, RECORD_FILE)
+    if os.path.exists(record_path):
+        with open(record_path, encoding="utf-8") as stream:
+            return json.load(stream)
+    steps, eval_every = int(task.config["steps"]), int(task.config["eval_every"])
+    if steps < 1 or eval_every < 1:
+        raise ValueError(f"steps and eval_every must be >= 1, got {steps}, {eval_every}")
+    epochs = max(1, math.ceil(steps / eval_every))
+    start_epoch = _saved_epoch(os.path.join(run_dir, BACKUP_DIR))
+    model = build_variant_model(task, variant, seed, jit_compile=jit_compile)
+    backup = EvaluateThenBackup(task, run_dir, start_epoch)
+    started = time.perf_counter()
+    model.fit(task.train_stream(start_epoch * eval_every), epochs=epochs,
+              steps_per_epoch=eval_every, callbacks=[backup, *callbacks], verbose=verbose)
+    wall = time.perf_counter() - started
+    history = backup.history
+    model.save_weights(os.path.join(run_dir, FINAL_WEIGHTS_FILE))
+    record = {
+        "variant": variant.name,
+        "seed": int(seed),
+        "newton": variant.newton,
+        "damping": variant.damping,
+        "config": dict(task.config),
+        "history": history,
+        "train_seconds": float(sum(h["train_seconds"] for h in history)),
+        "wall_seconds_last_session": wall,
+        "weights_checksum": weights_checksum(model),
+        **select(history, task.selection, list(task.metrics)),
+    }
+    results.atomic_write_json(record_path, record)
+    return record
+
+
+__all__ = ["EvaluateThenBackup", "evaluate", "run_training", "select", "weights_checksum"]

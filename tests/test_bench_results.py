@@ -1,0 +1,86 @@
+"""Results files (Markdown, CSV, JSON) and plots of the benchmark: written, parseable, right."""
+
+import csv
+import io
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from keras_newton.bench import plots, results
+
+
+def _records():
+    # Two variants × three seeds with known values; history for the plot.
+    rows = []
+    for variant, values in (("baseline", [0.5, 0.6, 0.7]), ("hessian", [0.8, 0.9, 1.0])):
+        for seed, value in enumerate(values):
+            rows.append({"variant": variant, "seed": seed, "exact_match": value,
+                         "rank_accuracy": value / 2, "best_step": 10, "steps": 20,
+                         "train_seconds": 1.0,
+                         "history": [{"step": 10, "test_exact_match": value - 0.1},
+                                     {"step": 20, "test_exact_match": value}]})
+    return rows
+
+
+def test_mean_std_is_sample_statistics():
+    values = [0.5, 0.6, 0.7, float("nan")]
+    mean, std, count = results.mean_std(values)
+    assert count == 3
+    np.testing.assert_allclose(mean, np.mean(values[:3]))
+    np.testing.assert_allclose(std, np.std(values[:3], ddof=1))
+    assert results.mean_std([0.25]) == (0.25, 0.0, 1)
+    assert math.isnan(results.mean_std([])[0])
+
+
+def test_write_results_files_parse(tmp_path):
+    rows = _records()
+    paths = results.write_results(str(tmp_path), "grid", rows, ["exact_match", "rank_accuracy"],
+                                  {"task": "sort", "steps": 20}, title="test table")
+    table = results.parse_markdown_table(open(paths["markdown"], encoding="utf-8").read())
+    assert [r["variant"] for r in table] == ["baseline", "hessian"]
+    expected = np.array([0.8, 0.9, 1.0]) * 100
+    assert table[1]["exact_match (%)"] == f"{expected.mean():.2f} ± {expected.std(ddof=1):.2f}"
+    assert table[0]["seeds"] == "3"
+
+    with open(paths["csv"], encoding="utf-8") as stream:
+        csv_rows = list(csv.DictReader(stream))
+    assert len(csv_rows) == 6
+    assert float(csv_rows[4]["exact_match"]) == pytest.approx(0.9)
+
+    data = json.load(open(paths["json"], encoding="utf-8"))
+    assert data["config"] == {"task": "sort", "steps": 20}
+    assert {"tensorflow", "keras", "numpy", "python"} <= set(data["versions"])
+    assert len(data["runs"]) == 6
+    summary = {s["variant"]: s for s in data["summary"]}
+    assert summary["baseline"]["exact_match"][0] == pytest.approx(0.6)
+    # Nothing half-written is left behind.
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+def test_json_writes_nan_as_null(tmp_path):
+    path = results.atomic_write_json(str(tmp_path / "x.json"), {"a": float("nan"),
+                                                                 "b": np.float32(2.0)})
+    assert json.load(open(path)) == {"a": None, "b": 2.0}
+
+
+def test_parse_markdown_table_rejects_malformed():
+    with pytest.raises(ValueError, match="no Markdown table"):
+        results.parse_markdown_table("no table here")
+    with pytest.raises(ValueError, match="number of cells"):
+        results.parse_markdown_table("| a | b |\n|---|---|\n| 1 |\n")
+
+
+def test_mean_curves_and_plot(tmp_path):
+    rows = _records()
+    curves = plots.mean_curves(rows, "test_exact_match")
+    steps, mean, std = curves["hessian"]
+    np.testing.assert_array_equal(steps, [10, 20])
+    np.testing.assert_allclose(mean, [0.8, 0.9])
+    np.testing.assert_allclose(std, np.std([0.8, 0.9, 1.0]))
+    path = plots.plot_metric(rows, "test_exact_match", str(tmp_path / "plot.png"), title="t")
+    with open(path, "rb") as stream:
+        assert stream.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(path) > 1000

@@ -1,0 +1,109 @@
+"""A killed benchmark run resumes where it stopped and ends with the same result."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_newton.bench import training
+from keras_newton.bench.sort_task import sort_task
+from keras_newton.bench.task import Variant
+
+
+class Killed(Exception):
+    """Stands in for the process being killed."""
+
+
+class KillAt(keras.callbacks.Callback):
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.current, batch) == (self.epoch, self.batch):
+            raise Killed()
+
+
+def _task():
+    return sort_task({"n": 3, "steps": 6, "eval_every": 2, "batch_size": 3, "eval_sets": 6})
+
+
+VARIANT = Variant("newton-fisher", newton="fisher", damping=0.1)
+
+
+def _run(task, run_dir, **kwargs):
+    keras.backend.clear_session()
+    return training.run_training(task, VARIANT, 3, str(run_dir), verbose=0,
+                                 jit_compile=False, **kwargs)
+
+
+def _assert_same(resumed, reference):
+    keys = ("step", "train_loss", "val_exact_match", "test_exact_match", "test_rank_accuracy")
+    np.testing.assert_allclose([[h[k] for k in keys] for h in resumed["history"]],
+                               [[h[k] for k in keys] for h in reference["history"]],
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(resumed["weights_checksum"], reference["weights_checksum"],
+                               rtol=1e-6)
+    assert resumed["best_step"] == reference["best_step"]
+
+
+@pytest.fixture(scope="module")
+def task():
+    return _task()
+
+
+@pytest.fixture(scope="module")
+def reference(task, tmp_path_factory):
+    return _run(task, tmp_path_factory.mktemp("reference"))
+
+
+def test_resume_mid_epoch_reproduces_uninterrupted_run(task, reference, tmp_path):
+    assert [h["step"] for h in reference["history"]] == [2, 4, 6]
+
+    run_dir = tmp_path / "killed"
+    with pytest.raises(Killed):
+        _run(task, run_dir, callbacks=[KillAt(epoch=2, batch=0)])
+    assert not os.path.exists(run_dir / training.RECORD_FILE)
+    assert training._saved_epoch(str(run_dir / training.BACKUP_DIR)) == 2
+    resumed = _run(task, run_dir)
+    _assert_same(resumed, reference)
+    # The weights trained before the kill differ from a fresh start, so equal
+    # final weights mean the state and the data position were both restored.
+    assert os.path.exists(run_dir / training.FINAL_WEIGHTS_FILE)
+    # A finished run is read back, not repeated.
+    assert _run(task, run_dir) == json.load(open(run_dir / training.RECORD_FILE))
+
+
+def test_kill_between_history_and_backup_loses_nothing(task, reference, tmp_path,
+                                                     monkeypatch):
+    run_dir = tmp_path / "killed"
+    original = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def save_then_die(self, epoch, logs=None):
+        if epoch == 1:  # history of epoch 1 is written, its state is not
+            raise Killed()
+        return original(self, epoch, logs)
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", save_then_die)
+    with pytest.raises(Killed):
+        _run(task, run_dir)
+    assert len(json.load(open(run_dir / training.HISTORY_FILE))) == 2
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
+    resumed = _run(task, run_dir)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
+    _assert_same(resumed, reference)
+
+
+def test_select_uses_validation_and_earliest_tie():
+    history = [{"step": 1, "val_m": 0.5, "test_m": 0.1},
+               {"step": 2, "val_m": 0.7, "test_m": 0.2},
+               {"step": 3, "val_m": 0.7, "test_m": 0.9}]
+    chosen = training.select(history, "m", ["m"])
+    assert (chosen["best_step"], chosen["m"], chosen["final_m"]) == (2, 0.2, 0.9)
+    with pytest.raises(ValueError, match="no evaluation"):
+        training.select([], "m", ["m"])

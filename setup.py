@@ -28,4 +28,9 @@ setup(
         "test": ["pytest>=7", "pytest-xdist", "scikit-learn", "matplotlib"],
         "bench": ["scikit-learn", "matplotlib"],
     },
+    entry_points={
+        "console_scripts": [
+            "keras-newton-bench = keras_newton.bench.__main__:main",
+        ],
+    },
 )

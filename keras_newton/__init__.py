@@ -4,9 +4,43 @@ Implements Petersen et al., "Newton Losses: Using Curvature Information for
 Learning with Differentiable Algorithms", NeurIPS 2024 (arXiv:2410.19055).
 """
 
+import importlib
+
 from keras_newton.curvature import CURVATURES
 from keras_newton.newton_loss import NewtonLoss
 from keras_newton.newton_loss_model import NewtonLossModel
 from keras_newton.newton_target import newton_target
 
+# Imported eagerly so that every serializable loss and metric is registered
+# with Keras before a saved model is loaded.
+from keras_newton import losses
+from keras_newton import metrics
+from keras_newton import shortest_path
+from keras_newton import smoothing
+from keras_newton import sorting
+
 __version__ = "0.1.0"
+
+# Data sets (TFDS), models and the benchmark CLI load on first access, so
+# `import keras_newton` does no dataset work.
+_LAZY_SUBMODULES = ("bench", "datasets", "models")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"keras_newton.{name}")
+    raise AttributeError(f"module 'keras_newton' has no attribute {name!r}")
+
+
+__all__ = [
+    "CURVATURES",
+    "NewtonLoss",
+    "NewtonLossModel",
+    "newton_target",
+    "losses",
+    "metrics",
+    "shortest_path",
+    "smoothing",
+    "sorting",
+    *_LAZY_SUBMODULES,
+]

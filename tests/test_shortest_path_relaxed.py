@@ -237,3 +237,32 @@ def test_bad_input():
         relaxed_shortest_path(tf.ones([2, 3, 3], tf.float16))
     with pytest.raises(ValueError, match="costs"):
         relaxed_shortest_path(tf.ones([4]))
+
+
+def test_t_conorm_identities(mode, rng):
+    from keras_newton.shortest_path.t_conorms import t_conorm_fn
+
+    a = tf.constant(rng.uniform(0, 1, size=50))
+    b = tf.constant(rng.uniform(0, 1, size=50))
+    ones, zeros = tf.ones_like(a), tf.zeros_like(a)
+
+    def run(a, b):
+        prob, yager = t_conorm_fn("probabilistic"), t_conorm_fn("yager_1")
+        ham0, ham1, ham2 = (t_conorm_fn("hamacher", p) for p in (0.0, 1.0, 2.0))
+        return (prob(a, b), yager(a, b), ham0(a, b), ham1(a, b), ham2(a, b),
+                [f(a, zeros) for f in (prob, yager, ham0, ham2)], ham0(ones, ones))
+
+    prob, yager, ham0, ham1, ham2, neutral, corner = run_in_mode(mode, run, a, b)
+    a, b = a.numpy(), b.numpy()
+    np.testing.assert_allclose(prob, a + b - a * b, rtol=1e-12)
+    np.testing.assert_allclose(yager, np.minimum(1, a + b), rtol=1e-12)
+    # Hamacher: p = 1 is the probabilistic sum, p = 2 the Einstein sum,
+    # p = 0 (a + b - 2ab) / (1 - ab), with limit 1 at a = b = 1.
+    np.testing.assert_allclose(ham1, a + b - a * b, rtol=1e-12)
+    np.testing.assert_allclose(ham2, (a + b) / (1 + a * b), rtol=1e-12)
+    np.testing.assert_allclose(ham0, (a + b - 2 * a * b) / (1 - a * b), rtol=1e-10)
+    for values in neutral:
+        np.testing.assert_allclose(values, a, rtol=1e-12)
+    np.testing.assert_allclose(corner, 1.0)
+    for values in (prob, yager, ham0, ham1, ham2):
+        assert np.all(values >= np.maximum(a, b) - 1e-12) and np.all(values <= 1 + 1e-12)

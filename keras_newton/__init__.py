@@ -7,6 +7,7 @@ Learning with Differentiable Algorithms", NeurIPS 2024 (arXiv:2410.19055).
 import importlib
 
 from keras_newton.curvature import CURVATURES
+from keras_newton.curvature_cache import CurvatureCache
 from keras_newton.newton_loss import NewtonLoss
 from keras_newton.newton_loss_model import NewtonLossModel
 from keras_newton.newton_target import newton_target

@@ -89,6 +89,8 @@ def mean_hessian_products(
     Returns:
       ``[r, m]``: the batch mean of the per-sample Hessian-vector products.
     """
+    outputs = tf.convert_to_tensor(outputs)
+    vectors = tf.convert_to_tensor(vectors)
     shape = outputs.shape
     m = shape[1:].num_elements()
     copies = vectors.shape[0]
@@ -152,6 +154,7 @@ def low_rank_damped_solve(
     :func:`keras_newton.damped_solve.damped_solve`.
     """
     eigenvalues, eigenvectors = factorization
+    rhs = tf.convert_to_tensor(rhs)
     dtype = rhs.dtype
     eigenvalues = tf.cast(eigenvalues, dtype)
     eigenvectors = tf.cast(eigenvectors, dtype)

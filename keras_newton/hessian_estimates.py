@@ -13,9 +13,11 @@ The empirical Hessian of a Newton loss is a batch *mean*,
   instead of ``m``, and compiles like a gradient (no ``pfor``).
 * both together: the sketch of the subsample's Hessian.
 
-Under ``tf.distribute`` each replica estimates from its own shard and the
-products (or matrices) are all-reduced as sums and counts, so the estimate
-is that of the global (sub)batch. Combine with
+Under ``tf.distribute`` each replica estimates from its own shard (its
+first ``s`` samples: ``s`` times the replica count in all) and the products
+(or matrices) are all-reduced as sums and counts, so the estimate is that of
+the global (sub)batch; the sketch's probes come from one stateless seed, so
+every replica builds the same basis. Combine with
 :class:`keras_newton.curvature_cache.CurvatureCache` to refresh every ``k``
 steps.
 

@@ -279,3 +279,36 @@ def test_benchmark_smoke():
         assert entry["cost_ratio"][0] >= 1.0 - 1e-6
         assert len(entry["runs"]) == 2
     assert "± " in bench.format_accuracy(accuracy)
+
+
+_MIRRORED_SCRIPT = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras_newton as kn
+
+def loss(t, y):
+    return tf.reduce_sum(tf.sqrt(1.0 + (y - t) ** 2) + 0.3 * tf.cos(y), -1) \\
+        + 0.25 * tf.reduce_sum(y, -1) ** 2
+
+rng = np.random.default_rng(0)
+y = rng.normal(size=(8, 6)); t = rng.normal(size=(8, 6))
+options = dict(damping=0.05, hessian_rank=4, hessian_seed=7)
+single = kn.newton_target(loss, t, y, **options).numpy()
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+data = strategy.experimental_distribute_dataset(
+    tf.data.Dataset.from_tensor_slices((t, y)).batch(8))
+replicas = strategy.run(lambda b: kn.newton_target(loss, b[0], b[1], **options),
+                        args=(next(iter(data)),))
+mirrored = np.concatenate([r.numpy() for r in strategy.experimental_local_results(replicas)])
+np.testing.assert_allclose(mirrored, single, rtol=1e-9, atol=1e-9)
+print("OK", np.abs(mirrored - single).max())
+"""
+
+
+def test_sketch_under_mirrored_strategy_equals_single_device():
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

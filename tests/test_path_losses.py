@@ -54,7 +54,7 @@ def test_reductions_and_sample_weight(rng):
 def test_get_config_round_trip(rng):
     truth, costs = _maps(rng)
     loss = ShortestPathLoss("l2", beta=3.0, n_iter=6, loop="while", t_conorm="hamacher", p=1.5,
-                            max_iter=50, epsilon=1e-4, absorbing_source=True)
+                            max_iter=50, epsilon=1e-4, absorbing_source=True, unroll=False)
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, ShortestPathLoss)
     assert restored.get_config() == loss.get_config()

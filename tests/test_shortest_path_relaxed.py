@@ -266,3 +266,28 @@ def test_t_conorm_identities(mode, rng):
     np.testing.assert_allclose(corner, 1.0)
     for values in (prob, yager, ham0, ham1, ham2):
         assert np.all(values >= np.maximum(a, b) - 1e-12) and np.all(values <= 1 + 1e-12)
+
+
+@pytest.mark.parametrize("loop", ["for", "while"])
+def test_while_loop_sweeps_equal_unrolled_values_and_gradients(mode, loop, rng):
+    # unroll=False runs the sweeps (and the For traceback) in tf.while_loops:
+    # same values and first derivatives as the unrolled default, in all modes.
+    costs = tf.constant(rng.uniform(0.2, 1.0, size=(2, 4, 5)))
+    direction = tf.constant(rng.normal(size=(2, 4, 5)))
+
+    def run(c):
+        outs = []
+        for unroll in (True, False):
+            with tf.GradientTape() as tape:
+                tape.watch(c)
+                path = relaxed_shortest_path(c, beta=4.0, n_iter=7, loop=loop, unroll=unroll)
+                value = tf.reduce_sum(direction * path)
+            outs += [path, tape.gradient(value, c)]
+        return outs
+
+    path, gradient, loop_path, loop_gradient = run_in_mode(mode, run, costs)
+    np.testing.assert_allclose(loop_path, path, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(loop_gradient, gradient, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(path, reference(costs.numpy(), 4.0, 7, loop), rtol=1e-9, atol=1e-12)
+    one = relaxed_shortest_path(costs, n_iter=1, unroll=False)
+    np.testing.assert_allclose(one, relaxed_shortest_path(costs, n_iter=1), rtol=1e-12)

@@ -47,13 +47,15 @@ class ShortestPathLoss(keras.losses.Loss):
     is twice differentiable (nested tapes), so every Newton curvature works;
     exact Hessians are expensive for large grids (``m = H·W`` outputs per
     sample). With ``loop="while"`` the nested-tape Hessian cannot be
-    vectorized under XLA (a ``tf.while_loop``); use ``curvature="fisher"``
-    there, or ``loop="for"``.
+    vectorized under XLA (a ``tf.while_loop``), and neither with
+    ``unroll=False`` (faster XLA compiles, see
+    :func:`~keras_newton.shortest_path.relaxed_shortest_path`); use
+    ``curvature="fisher"`` there.
 
     Args:
       loss: ``"l1"`` or ``"l2"`` (squared).
-      beta, n_iter, loop, t_conorm, p, max_iter, epsilon, absorbing_source:
-        options of :func:`keras_newton.shortest_path.relaxed_shortest_path`.
+      beta, n_iter, loop, t_conorm, p, max_iter, epsilon, absorbing_source,
+        unroll: options of :func:`keras_newton.shortest_path.relaxed_shortest_path`.
       name, reduction, dtype: as for ``keras.losses.Loss``.
     """
 
@@ -68,6 +70,7 @@ class ShortestPathLoss(keras.losses.Loss):
         max_iter: int = 1024,
         epsilon: float = 1e-5,
         absorbing_source: bool = False,
+        unroll: bool = True,
         name: str = "shortest_path_loss",
         reduction: str = "sum_over_batch_size",
         dtype=None,
@@ -83,6 +86,7 @@ class ShortestPathLoss(keras.losses.Loss):
         self.t_conorm = t_conorm
         self.max_iter = max_iter
         self.absorbing_source = bool(absorbing_source)
+        self.unroll = bool(unroll)
 
     def call(self, y_true, y_pred):
         y_pred = tf.convert_to_tensor(y_pred)
@@ -106,6 +110,7 @@ class ShortestPathLoss(keras.losses.Loss):
             max_iter=self.max_iter,
             epsilon=self.epsilon,
             absorbing_source=self.absorbing_source,
+            unroll=self.unroll,
         )
         difference = path - y_true
         distance = tf.abs(difference) if self.distance == "l1" else tf.square(difference)
@@ -123,5 +128,6 @@ class ShortestPathLoss(keras.losses.Loss):
             max_iter=self.max_iter,
             epsilon=self.epsilon,
             absorbing_source=self.absorbing_source,
+            unroll=self.unroll,
         )
         return config

@@ -60,7 +60,30 @@ def _softmin_weights(distance, pad, beta):
     return neighbours, tf.nn.softmax(-beta * shifted, axis=-1)
 
 
-def _forward(costs, source, beta, n_iter, absorbing_source):
+def _repeat(body, state, count: int, unroll: bool):
+    """Applies ``body`` to the tuple ``state`` ``count`` times.
+
+    Unrolled in Python when ``unroll``: second derivatives (batch_jacobian of
+    the gradient, vectorized by pfor) of a tf.while_loop fail under XLA.
+    Otherwise one tf.while_loop, which XLA compiles in seconds instead of
+    minutes for large ``count`` (first derivatives only under XLA).
+    """
+    if unroll:
+        for _ in range(count):
+            state = body(*state)
+        return state
+    if count == 0:
+        return state
+    _, *state = tf.while_loop(
+        lambda i, *_: i < count,
+        lambda i, *state: (i + 1, *body(*state)),
+        (tf.constant(0, tf.int32), *state),
+        maximum_iterations=count,
+    )
+    return tuple(state)
+
+
+def _forward(costs, source, beta, n_iter, absorbing_source, unroll):
     """``n_iter`` softmin Bellman-Ford sweeps; returns the last predecessor weights."""
     pad = tf.constant(INFINITY, costs.dtype)
 
@@ -70,11 +93,8 @@ def _forward(costs, source, beta, n_iter, absorbing_source):
         return (tf.where(source, tf.zeros_like(distance), distance),)
 
     distance = tf.where(source, tf.zeros_like(costs), tf.fill(tf.shape(costs), pad))
-    # Unrolled in Python: second derivatives (batch_jacobian of the gradient,
-    # vectorized by pfor) of tf.while_loop fail under XLA and trace slowly.
     # The weights of sweep n_iter are those of the distances after n_iter - 1.
-    for _ in range(n_iter - 1):
-        (distance,) = sweep(distance)
+    (distance,) = _repeat(sweep, (distance,), n_iter - 1, unroll)
     _, weights = _softmin_weights(distance, pad, beta)
     if absorbing_source:
         # The source has no predecessor: mass that reaches it leaves the grid.
@@ -92,6 +112,7 @@ def relaxed_shortest_path(
     max_iter: int = 1024,
     epsilon: float = 1e-5,
     absorbing_source: bool = False,
+    unroll: bool = True,
 ) -> tf.Tensor:
     """Relaxed Bellman-Ford shortest path (AlgoVision) on ``H×W`` grids.
 
@@ -147,6 +168,12 @@ def relaxed_shortest_path(
         joins the path. ``True`` drops mass at the source instead, so for
         ``β → ∞`` and ``n_iter`` at least the path's length both loops
         return exactly the shortest path.
+      unroll: unroll the forward sweeps and the For traceback in Python
+        (default), so nested-tape Hessians work in every mode including
+        XLA. ``False`` runs them as ``tf.while_loop`` s: XLA compiles in
+        seconds rather than minutes for 12×12 grids and runs faster on CPU,
+        but second derivatives then fail under XLA (use it for training
+        with gradients or Fisher curvature).
 
     Returns:
       ``[..., H, W]`` relaxed path indicators in ``[0, 1]``, differentiable in
@@ -160,7 +187,7 @@ def relaxed_shortest_path(
         n_iter = height + width
     source_float, target_float = grid.corner_masks(height, width, flat.dtype)
     source = tf.broadcast_to(tf.cast(source_float, tf.bool), tf.shape(flat))
-    weights = _forward(flat, source, beta, n_iter, bool(absorbing_source))
+    weights = _forward(flat, source, beta, n_iter, bool(absorbing_source), bool(unroll))
 
     def body(path, position):
         return combine(path, position), grid.move_to_neighbours(position, weights)
@@ -168,8 +195,7 @@ def relaxed_shortest_path(
     path = tf.zeros_like(flat)
     position = tf.broadcast_to(target_float, tf.shape(flat))
     if loop == "for":
-        for _ in range(n_iter):
-            path, position = body(path, position)
+        path, _ = _repeat(body, (path, position), n_iter, bool(unroll))
         return restore(path)
     return restore(_expected_while(body, path, position, beta, max_iter, epsilon))
 

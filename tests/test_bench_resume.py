@@ -9,7 +9,7 @@ import pytest
 
 from keras_newton.bench import training
 from keras_newton.bench.sort_task import sort_task
-from keras_newton.bench.task import Variant
+from keras_newton.bench.task import Variant, build_variant_model
 
 
 class Killed(Exception):
@@ -107,3 +107,13 @@ def test_select_uses_validation_and_earliest_tie():
     assert (chosen["best_step"], chosen["m"], chosen["final_m"]) == (2, 0.2, 0.9)
     with pytest.raises(ValueError, match="no evaluation"):
         training.select([], "m", ["m"])
+
+
+def test_reused_compiled_model_equals_fresh_model(task, reference, tmp_path):
+    # A grid compiles once per variant and re-initializes per seed: same result.
+    keras.backend.clear_session()
+    model = build_variant_model(task, VARIANT, seed=11, jit_compile=False)
+    model.fit(task.train_stream(0), steps_per_epoch=2, epochs=1, verbose=0)
+    reused = training.run_training(task, VARIANT, 3, str(tmp_path / "reused"), verbose=0,
+                                   jit_compile=False, model=model)
+    _assert_same(reused, reference)

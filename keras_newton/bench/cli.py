@@ -179,7 +179,7 @@ def _run_grid(args: argparse.Namespace, task: str, methods: list[dict]) -> dict:
     output_dir = args.output_dir or os.path.join(
         "bench_results", f"{args.command}_{task}" + ("_quick" if args.quick else ""))
     newton = args.newton or list(presets.GRID_NEWTON[task])
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     out = run_grid(task, methods, newton, _seeds(args), output_dir,
                    base_config=task_config(args, task), dampings=_dampings(args, task),
                    name=args.name, verbose=args.verbose, jit_compile=not args.no_xla)
@@ -187,7 +187,10 @@ def _run_grid(args: argparse.Namespace, task: str, methods: list[dict]) -> dict:
     print(out["table"])
     for kind, path in out["paths"].items():
         print(f"{kind:>8}: {path}")
-    print(f"wall time: {time.perf_counter() - started:.1f} s")
+    # CPU time (all threads) next to wall time: on a shared machine the wall
+    # time says little; CPU time / cores bounds it on an idle one.
+    print(f"wall time: {time.perf_counter() - started:.1f} s, "
+          f"CPU time: {time.process_time() - cpu_started:.1f} s")
     return out
 
 

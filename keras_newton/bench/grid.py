@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 import keras
 
 from keras_newton.bench import classify_task, path_task, plots, results, sort_task
-from keras_newton.bench.task import Task, Variant
-from keras_newton.bench.training import run_training
+from keras_newton.bench.task import Task, Variant, build_variant_model
+from keras_newton.bench.training import RECORD_FILE, run_training
 
 TASKS: dict[str, tuple[Callable[[dict], Task], Callable[[dict], str], dict]] = {
     "sort": (sort_task.sort_task, sort_task.describe, sort_task.SORT_DEFAULTS),
@@ -91,13 +91,16 @@ def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
             damping = float(dampings.get(variant_name, base.get("damping", 1.0)))
             label = variant_label(method, variant_name, damping)
             variant = Variant(label, newton=variant_name, damping=damping)
+            keras.backend.clear_session()
+            model = None  # Compiled once per variant, reused (re-initialized) per seed.
             for seed in seeds:
                 run_dir = os.path.join(output_dir, "runs", slug(method), slug(variant_name),
                                        f"seed{int(seed)}")
                 log(f"== {label} · seed {seed}  ({run_dir})")
-                keras.backend.clear_session()
+                if model is None and not os.path.exists(os.path.join(run_dir, RECORD_FILE)):
+                    model = build_variant_model(task, variant, int(seed), jit_compile)
                 record = run_training(task, variant, int(seed), run_dir, verbose=verbose,
-                                      jit_compile=jit_compile)
+                                      jit_compile=jit_compile, model=model)
                 record["method"] = method
                 records.append(record)
     metrics = list(task.metrics)

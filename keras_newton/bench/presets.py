@@ -22,7 +22,7 @@ DAMPINGS = {
 }
 
 QUICK = {
-    "sort": {"batch_size": 20, "steps": 300, "eval_every": 50, "eval_sets": 300},
+    "sort": {"batch_size": 16, "steps": 250, "eval_every": 50, "eval_sets": 250},
     "path": {"batch_size": 8, "steps": 8, "eval_every": 4, "train_maps": 64,
              "eval_maps": 16, "samples": 3},
     "classify": {"batch_size": 100, "steps": 300, "eval_every": 50},
@@ -34,7 +34,7 @@ QUICK_SEEDS = (0, 1, 2)
 # sorting task is the main job: NeuralSort and a sorting network, n = 5).
 GRID_METHODS = {
     "sort": [{"sorter": "neural_sort"},
-             {"sorter": "diff_sort", "relaxation": "logistic"}],
+             {"sorter": "diff_sort", "relaxation": "cauchy"}],
     "path": [{"method": "relaxed", "loop": "for", "distance": "l1"},
              {"method": "perturbed"}],
     "classify": [{"model": "M1", "optimizer": "sgd"}],

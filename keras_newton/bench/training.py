@@ -125,9 +125,27 @@ def select(history: Sequence[dict], selection: str, metrics: Sequence[str]) -> d
     return out
 
 
+def reset_model(model: keras.Model, task: Task, seed: int) -> keras.Model:
+    """Gives a compiled ``model`` the initial weights of ``seed`` and a fresh optimizer.
+
+    Reusing one compiled model across seeds skips the (XLA) compilation of
+    every further run; the weights are those a freshly built model of the
+    same seed gets, and the optimizer's step counter and moments are zeroed.
+    """
+    keras.utils.set_random_seed(int(seed))
+    model.set_weights(task.build_model().get_weights())
+    optimizer = model.optimizer
+    for variable in optimizer.variables:
+        if "learning_rate" not in variable.path:
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+    model._initial_epoch = None  # Left behind by BackupAndRestore of a previous run.
+    return model
+
+
 def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
                  verbose: int | str = "auto", jit_compile: bool | str = True,
-                 callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
+                 callbacks: Sequence[keras.callbacks.Callback] = (),
+                 model: keras.Model | None = None) -> dict:
     """Trains ``variant`` of ``task`` with ``seed``; resumable through ``run_dir``.
 
     Args:
@@ -138,6 +156,8 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
       verbose: Keras ``fit`` verbosity (progress bar by default).
       jit_compile: XLA (``True`` by default).
       callbacks: extra Keras callbacks (after the backup callback).
+      model: a compiled model of this task and variant to reuse (see
+        :func:`reset_model`); built and compiled when ``None``.
 
     Returns:
       The run record: variant, seed, config, history, selected and final
@@ -152,7 +172,10 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
         raise ValueError(f"steps and eval_every must be >= 1, got {steps}, {eval_every}")
     epochs = max(1, math.ceil(steps / eval_every))
     start_epoch = _saved_epoch(os.path.join(run_dir, BACKUP_DIR))
-    model = build_variant_model(task, variant, seed, jit_compile=jit_compile)
+    if model is None:
+        model = build_variant_model(task, variant, seed, jit_compile=jit_compile)
+    else:
+        reset_model(model, task, seed)
     backup = EvaluateThenBackup(task, run_dir, start_epoch)
     started = time.perf_counter()
     model.fit(task.train_stream(start_epoch * eval_every), epochs=epochs,

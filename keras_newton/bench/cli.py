@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -245,4 +244,4 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = ["build_parser", "main", "parse_method", "task_config", "json"]
+__all__ = ["build_parser", "main", "parse_method", "task_config"]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 
 import keras
-import numpy as np
 
 from keras_newton.bench.task import Task
 from keras_newton.datasets import multi_digit as multi_digit_lib
@@ -126,11 +125,4 @@ def describe(config: dict) -> str:
     return f"{config['sorter']}(τ={config['tau']:g})"
 
 
-def default_digits_shape() -> tuple:
-    """Image shape of one number of the offline digits: ``(8, 32, 1)``."""
-    images, _ = _digits("digits", "test", None)
-    return (images.shape[1], 4 * images.shape[2], images.shape[3])
-
-
-__all__ = ["SORTERS", "SORT_DEFAULTS", "describe", "sort_task", "sorting_loss",
-           "default_digits_shape", "np"]
+__all__ = ["SORTERS", "SORT_DEFAULTS", "describe", "sort_task", "sorting_loss"]

@@ -82,6 +82,7 @@ def interleaved_medians(functions: dict, args, rounds: int, warmup: int, seed: i
             start = time.perf_counter()
             _sync(functions[name](*args))
             times[name].append(time.perf_counter() - start)
+    interleaved_medians.last_times = times  # raw per-round times, for diagnosis
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -103,6 +104,12 @@ def time_training_steps(
     }
     steps = {name: make_train_step(model, loss) for name, loss in losses.items()}
     step_times = interleaved_medians(steps, (images, values), rounds, warmup, seed)
+    raw = interleaved_medians.last_times
+    # Newton / regular within each round, where both saw the same load.
+    paired = {
+        name: float(np.median(np.asarray(raw[name]) / np.asarray(raw["regular"])))
+        for name in ("hessian", "fisher")
+    }
 
     scores = tf.constant(rng.normal(size=(batch_size, set_size)).astype(np.float32))
     targets = {
@@ -113,7 +120,8 @@ def time_training_steps(
         for name in ("hessian", "fisher")
     }
     target_times = interleaved_medians(targets, (values, scores), rounds, warmup, seed + 1)
-    return {"step": step_times, "target": target_times}
+    return {"step": step_times, "target": target_times, "paired_ratios": paired,
+            "step_times": raw}
 
 
 def time_diff_sort(sizes, batch_size: int, rounds: int, warmup: int, seed: int) -> dict:
@@ -145,18 +153,20 @@ def format_table(result: dict) -> str:
         f"n = {result['set_size']}, images {result['image_shape']}, "
         f"{result['rounds']} interleaved rounds (medians, XLA)",
         f"{'variant':<10} {'step ms':>10} {'ratio':>8} {'goal':>6} {'target ms':>10} "
-        f"{'1+target/step':>14}",
+        f"{'1+target/step':>14} {'paired':>8}",
         f"{'regular':<10} {1e3 * step['regular']:>10.1f} {1.0:>8.3f}",
     ]
     for name in ("hessian", "fisher"):
         lines.append(
             f"{name:<10} {1e3 * step[name]:>10.1f} {result['ratios'][name]:>8.3f} "
             f"{GOALS[name]:>6.2f} {1e3 * target[name]:>10.2f} "
-            f"{1 + target[name] / step['regular']:>14.4f}"
+            f"{1 + target[name] / step['regular']:>14.4f} "
+            f"{result['paired_ratios'][name]:>8.3f}"
         )
     lines.append(
-        "ratio: median Newton step / median regular step; 1+target/step: the "
-        "same from the separately timed Newton target (less noisy)."
+        "ratio: median Newton step / median regular step; paired: median over "
+        "rounds of Newton / regular in the same round; 1+target/step: from the "
+        "separately timed Newton target alone."
     )
     lines += ["", f"diff_sort (odd_even, logistic) forward+backward, batch "
               f"{result['sort_batch_size']} (medians, XLA)", f"{'n':>5} {'ms':>10}"]

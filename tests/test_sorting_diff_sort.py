@@ -54,16 +54,18 @@ def np_layers(network, num_wires):
 
 
 def np_diff_sort(x, network, relaxation, beta=10.0, art_lambda=0.25):
-    """Reference on one vector: pad with +inf, resolve +inf comparisons exactly."""
+    """Reference on one vector: real values on the last wires, -inf padding
+    on the first ones, comparisons involving padding resolved exactly."""
     n = x.shape[-1]
     num_wires = n if network == "odd_even" else 1 << (n - 1).bit_length()
-    values = np.concatenate([x.astype(np.float64), np.full(num_wires - n, np.inf)])
+    pad = num_wires - n
+    values = np.concatenate([np.full(pad, -np.inf), x.astype(np.float64)])
     perm = np.eye(num_wires)
     for layer in np_layers(network, num_wires):
         for lo, hi in layer:
             a, b = values[lo], values[hi]
             if np.isinf(a) or np.isinf(b):
-                alpha = 0.0 if np.isinf(a) and not np.isinf(b) else 1.0
+                alpha = 0.0 if np.isinf(b) and not np.isinf(a) else 1.0
                 low, high = (a, b) if alpha == 1.0 else (b, a)
             else:
                 alpha = np_alpha(a, b, relaxation, beta, art_lambda)
@@ -73,7 +75,28 @@ def np_diff_sort(x, network, relaxation, beta=10.0, art_lambda=0.25):
             perm[:, lo] = alpha * col_a + (1 - alpha) * col_b
             perm[:, hi] = (1 - alpha) * col_a + alpha * col_b
             values[lo], values[hi] = low, high
-    return values[:n], perm[:n, :n]
+    return values[pad:], perm[pad:, pad:]
+
+
+def np_diff_sort_skipping_padding(x, relaxation, beta):
+    """The reference package's bitonic rule: real values on the last wires,
+    every comparator that touches a padding wire is skipped."""
+    n = x.shape[-1]
+    num_wires = 1 << (n - 1).bit_length()
+    pad = num_wires - n
+    values = np.concatenate([np.zeros(pad), x.astype(np.float64)])
+    perm = np.eye(num_wires)
+    for layer in np_layers("bitonic", num_wires):
+        for lo, hi in layer:
+            if lo < pad or hi < pad:
+                continue
+            a, b = values[lo], values[hi]
+            alpha = np_alpha(a, b, relaxation, beta, 0.25)
+            values[lo], values[hi] = alpha * a + (1 - alpha) * b, (1 - alpha) * a + alpha * b
+            col_a, col_b = perm[:, lo].copy(), perm[:, hi].copy()
+            perm[:, lo] = alpha * col_a + (1 - alpha) * col_b
+            perm[:, hi] = (1 - alpha) * col_a + alpha * col_b
+    return values[pad:], perm[pad:, pad:]
 
 
 def _inputs(rng, shape, dtype):
@@ -96,25 +119,47 @@ def test_matches_numpy_reference_all_sizes(relaxation, network, dtype, rng):
             np.testing.assert_allclose(perm[row], ref_perm, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize(
-    "relaxation,network,n",
-    [
-        ("logistic", "odd_even", 10),
-        ("logistic_phi", "bitonic", 5),
-        ("gaussian", "odd_even", 3),
-        ("reciprocal", "bitonic", 10),
-        ("cauchy", "bitonic", 33),
-        ("optimal", "odd_even", 5),
-    ],
-)
-def test_modes_match_reference(mode, relaxation, network, n, rng):
-    x = _inputs(rng, (3, n), np.float32)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("network", NETWORK_NAMES)
+@pytest.mark.parametrize("relaxation", RELAXATIONS)
+def test_modes_match_reference(mode, relaxation, network, dtype, rng):
+    # n cycles through sizes (bitonic padding for 5 and 10) to keep the grid small.
+    n = (3, 5, 10, 33)[(RELAXATIONS.index(relaxation) + len(network)) % 4]
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    x = _inputs(rng, (3, n), dtype)
     fn = lambda t: diff_sort(t, network=network, relaxation=relaxation, steepness=7.0)
     sorted_x, perm = run_in_mode(mode, fn, tf.constant(x))
+    assert sorted_x.dtype == perm.dtype == dtype
     for row in range(3):
         ref_sorted, ref_perm = np_diff_sort(x[row], network, relaxation, beta=7.0)
-        np.testing.assert_allclose(sorted_x[row], ref_sorted, rtol=2e-4, atol=2e-4)
-        np.testing.assert_allclose(perm[row], ref_perm, rtol=2e-4, atol=2e-4)
+        np.testing.assert_allclose(sorted_x[row], ref_sorted, rtol=tol, atol=tol)
+        np.testing.assert_allclose(perm[row], ref_perm, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("n", [3, 5, 6, 7, 9, 10, 12, 13, 20, 33])
+def test_bitonic_padding_agrees_with_reference_package_rule(n, rng):
+    # For these n the reference's skipped comparators are exactly what -inf
+    # padding does, so published steepness values carry over unchanged.
+    x = rng.normal(size=(3, n))
+    sorted_x, perm = diff_sort(x, "bitonic", "logistic", steepness=10.0)
+    for row in range(3):
+        ref_sorted, ref_perm = np_diff_sort_skipping_padding(x[row], "logistic", 10.0)
+        np.testing.assert_allclose(sorted_x[row], ref_sorted, atol=1e-12)
+        np.testing.assert_allclose(perm[row], ref_perm, atol=1e-12)
+
+
+def test_bitonic_sorts_where_skipping_padding_does_not(rng):
+    # n = 22: skipping the padding comparators is not a sorting network (some
+    # 0-1 inputs stay unsorted), exact -inf padding still sorts every input.
+    n = 22
+    found = False
+    for _ in range(200):
+        x = (rng.random(n) < rng.random()).astype(np.float64)
+        skipped, _ = np_diff_sort_skipping_padding(x, "logistic", 1e9)
+        found |= bool(np.any(np.diff(skipped) < -0.5))
+        sorted_x, _ = diff_sort(x[None], "bitonic", "logistic", steepness=1e9)
+        np.testing.assert_allclose(sorted_x[0], np.sort(x), atol=1e-9)
+    assert found
 
 
 @pytest.mark.parametrize("network", NETWORK_NAMES)
@@ -150,7 +195,8 @@ def test_infinite_steepness_gives_exact_permutation(network, rng):
 def test_monotonic_relaxations_have_nonnegative_jacobian(network, rng):
     # Monotonic sorting networks (Petersen et al., 2022): increasing any input
     # never decreases any relaxed sorted output. The logistic one is not.
-    x = tf.constant(rng.normal(size=(100, 8)) * rng.uniform(0.05, 3, size=(100, 1)))
+    # n = 10: the bitonic network also runs through its padding.
+    x = tf.constant(rng.normal(size=(100, 10)) * rng.uniform(0.05, 3, size=(100, 1)))
 
     for relaxation in RELAXATIONS:
         with tf.GradientTape(persistent=True) as tape:

@@ -11,13 +11,22 @@ comparators ``(lo, hi)``: after it, wire ``lo`` holds the minimum and wire
   meets wire ``i XOR d``, ascending if ``i AND s == 0`` and descending
   otherwise (a descending comparator is ``(hi, lo)`` here).
 
-``n`` that is not a power of two is handled by padding to ``N = 2^ceil(log2 n)``
-wires whose extra values are ``+inf``. A comparator between two real values is
-relaxed; one involving padding is resolved exactly and statically (``+inf``
-always goes to ``hi``), so it costs nothing at run time, no padding value ever
-leaks into the real outputs, and the real values end on wires ``0..n-1``. This
-equals padding with a huge value under ``steepness -> inf`` for those
-comparators only, and keeps the n x n permutation matrix doubly stochastic.
+``n`` that is not a power of two is padded as in the reference ``diffsort``
+package: the network runs on ``N = 2^ceil(log2 n)`` wires, the real values
+sit on the *last* ``n`` wires and the first ``N - n`` wires hold padding. A
+comparator between two real values is relaxed; one that involves padding is
+resolved exactly and statically with the padding acting as ``-inf`` (it goes
+to ``lo``; a real value moves only when ``-inf`` sits on ``hi``), so it costs
+nothing at run time and no padding value leaks into the real outputs.
+
+The reference instead skips every comparator that touches padding. Where
+that skip is what ``-inf`` would do, both agree exactly (all powers of two and
+most other n, e.g. 3, 5, 6, 7, 9, 10, 12-18, 20, 33; tested), so published
+steepness values carry over. For some n (11, 19, 21, 22, 23, ...) the two
+differ, and for n = 22 and 38 the reference's network does not sort at all
+(``steepness -> inf`` leaves 0-1 inputs unsorted); resolving padding exactly
+keeps a valid sorting network, and a doubly stochastic permutation matrix,
+for every n.
 
 ``network_plan(network, n)`` turns a network into gather indices for a
 "storage order" of the ``n`` real values (cached per ``(network, n)``): each
@@ -86,8 +95,11 @@ class NetworkPlan:
 
 def _build_plan(layers: list[Layer], n: int) -> NetworkPlan:
     num_wires = max(max(max(c) for c in layer) for layer in layers if layer) + 1
-    slot_wire = list(range(n))  # storage slot -> wire; wires >= n are padding
-    padding = [w >= n for w in range(max(num_wires, n))]
+    num_wires = max(num_wires, n)
+    first_real = num_wires - n
+    # storage slot -> wire; wires below ``first_real`` hold -inf padding.
+    slot_wire = list(range(first_real, num_wires))
+    padding = [w < first_real for w in range(num_wires)]
     plan_layers = []
     for layer in layers:
         wire_slot = {w: s for s, w in enumerate(slot_wire)}
@@ -96,9 +108,9 @@ def _build_plan(layers: list[Layer], n: int) -> NetworkPlan:
             if padding[lo] and padding[hi]:
                 continue
             if padding[lo] or padding[hi]:
-                if padding[lo]:  # +inf sits on the min wire: the real value moves
-                    slot_wire[wire_slot[hi]] = lo
-                    padding[lo], padding[hi] = False, True
+                if padding[hi]:  # -inf sits on the max wire: the real value moves
+                    slot_wire[wire_slot[lo]] = hi
+                    padding[lo], padding[hi] = True, False
                 continue
             lows.append(wire_slot[lo])
             highs.append(wire_slot[hi])
@@ -110,9 +122,9 @@ def _build_plan(layers: list[Layer], n: int) -> NetworkPlan:
         slot_wire = [slot_wire[s] for s in gather]
         plan_layers.append((gather, len(lows)))
     wire_slot = {w: s for s, w in enumerate(slot_wire)}
-    if sorted(wire_slot) != list(range(n)):
-        raise AssertionError("padding did not end on the last wires")
-    output = np.asarray([wire_slot[j] for j in range(n)], dtype=np.int32)
+    if sorted(wire_slot) != list(range(first_real, num_wires)):
+        raise AssertionError("padding did not end on the first wires")
+    output = np.asarray([wire_slot[first_real + j] for j in range(n)], dtype=np.int32)
     return NetworkPlan(n=n, layers=tuple(plan_layers), output_indices=output)
 
 

@@ -13,16 +13,26 @@ from keras_newton.newton_loss import NewtonLoss
 from keras_newton.newton_target import choose_solver, validate_damping
 
 
-def _per_output(structure, outputs, default, name):
-    """Matches a loss / loss-weight / target structure to the flat outputs."""
+def _per_output(structure, outputs, output_names, default, name):
+    """Matches a loss / loss-weight / target structure to the flat outputs.
+
+    Follows Keras' compile rules: one value for every output, a list with an
+    entry per output, or a dict keyed by output name (the model's output
+    names for list outputs, the keys for dict outputs).
+    """
     flat_outputs = tf.nest.flatten(outputs)
     if structure is None:
         return [default] * len(flat_outputs)
     if isinstance(structure, dict):
-        if not isinstance(outputs, dict):
-            raise ValueError(f"{name} is a dict but the model's outputs are not.")
-        return [structure.get(key, default) for key in sorted(outputs)]
-    if isinstance(structure, (list, tuple)) and len(flat_outputs) > 1:
+        names = sorted(outputs) if isinstance(outputs, dict) else list(output_names or ())
+        unknown = sorted(set(structure) - set(names))
+        if len(names) != len(flat_outputs) or unknown:
+            raise ValueError(
+                f"{name} is a dict with keys {sorted(structure)}, but the model's "
+                f"outputs are named {names or 'nothing (no output names)'}."
+            )
+        return [structure.get(key, default) for key in names]
+    if isinstance(structure, (list, tuple)):
         if len(structure) != len(flat_outputs):
             raise ValueError(
                 f"{name} has {len(structure)} entries for {len(flat_outputs)} outputs."
@@ -46,9 +56,13 @@ class NewtonLossModel(keras.Model):
     ``fit()`` logs the original compiled loss as ``loss`` (what users care
     about) and the Newton loss as ``newton_loss``. Compiled metrics,
     ``sample_weight``, several outputs, mixed precision (the optimizer's loss
-    scaling) and ``jit_compile=True`` work as for any model. Non-finite
+    scaling) and ``jit_compile=True`` work as for any model; ``loss``,
+    ``loss_weights``, ``y`` and ``sample_weight`` may be single values, lists
+    or dicts keyed by output name, as in ``keras.Model.compile``. Non-finite
     gradients of a step are replaced by zeros, so NaN never reaches the
-    weights (stateful optimizers may still move by their momentum).
+    weights (stateful optimizers may still move by their momentum); with a
+    ``LossScaleOptimizer`` they are passed on, since it skips such steps and
+    lowers its loss scale itself.
 
     Use it functionally or by subclassing:
 
@@ -115,14 +129,12 @@ class NewtonLossModel(keras.Model):
         self._newton_wrappers.clear()
 
     def _newton_loss(self, y, y_pred, sample_weight):
-        losses = _per_output(self._newton_losses, y_pred, None, "loss")
-        weights = _per_output(self._newton_loss_weights, y_pred, 1.0, "loss_weights")
-        targets = tf.nest.flatten(y)
+        names = getattr(self, "output_names", None)
+        losses = _per_output(self._newton_losses, y_pred, names, None, "loss")
+        weights = _per_output(self._newton_loss_weights, y_pred, names, 1.0, "loss_weights")
+        targets = _per_output(y, y_pred, names, None, "y")
         outputs = tf.nest.flatten(y_pred)
-        if isinstance(sample_weight, (list, tuple, dict)):
-            sample_weights = tf.nest.flatten(sample_weight)
-        else:
-            sample_weights = [sample_weight] * len(outputs)
+        sample_weights = _per_output(sample_weight, y_pred, names, None, "sample_weight")
         total = 0.0
         for index, (loss, weight, target, output, sw) in enumerate(zip(
             losses, weights, targets, outputs, sample_weights
@@ -175,16 +187,18 @@ class NewtonLossModel(keras.Model):
         )
         weights = self.trainable_weights
         gradients = tape.gradient(scaled, weights)
-        finite = tf.reduce_all(
-            [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]
-        )
-        # Zeroing (rather than a tf.cond around apply_gradients) stays valid
-        # under XLA and tf.distribute, whose optimizer merge_call cannot sit
-        # inside a cond. A LossScaleOptimizer skips such steps by itself.
-        gradients = [
-            None if g is None else tf.where(finite, g, tf.zeros_like(g))
-            for g in gradients
-        ]
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # Zeroing (rather than a tf.cond around apply_gradients) stays
+            # valid under XLA and tf.distribute, whose optimizer merge_call
+            # cannot sit inside a cond. A LossScaleOptimizer must see the
+            # non-finite gradients: it skips the step and lowers its scale.
+            finite = tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]
+            )
+            gradients = [
+                None if g is None else tf.where(finite, g, tf.zeros_like(g))
+                for g in gradients
+            ]
         self.optimizer.apply_gradients(zip(gradients, weights))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

@@ -101,19 +101,93 @@ def test_multiple_outputs_get_one_newton_target_each(rng):
     assert np.isfinite(history["newton_loss"]).all()
 
 
-def test_mixed_precision_with_loss_scaling(rng):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_mixed_precision_loss_scale_backs_off_and_training_moves(jit_compile, rng):
     x, y = _data(rng)
     policy = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
         model = _functional("hessian", damping=0.1)
-        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05))
-        model.compile(optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True), jit_compile=True)
-        history = model.fit(x, y, batch_size=16, epochs=3, verbose=0).history
+        # 2**40 overflows float16 gradients: the optimizer must see the
+        # non-finite gradients to halve its scale until steps become finite.
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(0.05), initial_scale=2.0**40)
+        model.compile(optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                      jit_compile=jit_compile)
+        before = model.get_weights()
+        history = model.fit(x, y, batch_size=4, epochs=3, verbose=0).history
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
+    assert float(optimizer.dynamic_scale.numpy()) < 2.0**20
     assert np.isfinite(history["loss"]).all()
     assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert max(np.abs(a - b).max() for a, b in zip(model.get_weights(), before)) > 1e-3
+
+
+def _two_named_heads():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+    classes = keras.layers.Dense(3, name="classes")(hidden)
+    value = keras.layers.Dense(2, name="value")(hidden)
+    return inputs, [classes, value]
+
+
+@pytest.mark.parametrize("by_name", [False, True])
+def test_multiple_outputs_equal_keras_model_with_newton_loss_per_output(by_name, rng):
+    """Per-output targets and loss weights: one step of NewtonLossModel equals
+    one step of a plain model compiled with a NewtonLoss for every output
+    (lists, or dicts keyed by output name, for losses, weights and y)."""
+    x, y = _data(rng, n=16)
+    values = np.stack([x[:, 0] * 2, x[:, 1] - x[:, 2]], 1).astype("float32")
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    keras.utils.set_random_seed(4)
+    inputs, outputs = _two_named_heads()
+    model = kn.NewtonLossModel(inputs, outputs, curvature="fisher", damping=0.1)
+    reference = keras.Model(inputs, outputs)
+    reference.set_weights(model.get_weights())
+
+    def structure(first, second):
+        return {"classes": first, "value": second} if by_name else [first, second]
+
+    model.compile(keras.optimizers.SGD(0.1), loss=structure(ce, "mse"),
+                  loss_weights=structure(1.0, 0.25))
+    newton = lambda loss: kn.NewtonLoss(loss, curvature="fisher", damping=0.1)
+    reference.compile(keras.optimizers.SGD(0.1), loss=[newton(ce), newton("mse")],
+                      loss_weights=[1.0, 0.25])
+    model.fit(x, structure(y, values), batch_size=16, epochs=1, verbose=0, shuffle=False)
+    reference.fit(x, [y, values], batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for got, want in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # With a weight of 0 for the value head, its layer must not move.
+    keras.utils.set_random_seed(4)
+    inputs, outputs = _two_named_heads()
+    model = kn.NewtonLossModel(inputs, outputs, curvature="fisher", damping=0.1)
+    before = model.get_layer("value").get_weights()
+    model.compile(keras.optimizers.SGD(0.1), loss=structure(ce, "mse"),
+                  loss_weights=structure(1.0, 0.0))
+    model.fit(x, structure(y, values), batch_size=16, epochs=1, verbose=0)
+    for got, want in zip(model.get_layer("value").get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_single_output_loss_as_list_or_named_dict(rng):
+    x, y = _data(rng, n=16)
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    results = []
+    for loss in (ce, [ce], {"logits": ce}):
+        keras.utils.set_random_seed(5)
+        inputs = keras.Input((4,))
+        model = kn.NewtonLossModel(inputs, keras.layers.Dense(3, name="logits")(inputs))
+        model.compile(keras.optimizers.SGD(0.1), loss=loss)
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+        results.append(model.get_weights())
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+    model = kn.NewtonLossModel(inputs, keras.layers.Dense(3, name="logits")(inputs))
+    model.compile("sgd", loss={"probabilities": ce})
+    with pytest.raises(ValueError, match="logits"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
 
 
 def test_indefinite_hessian_toy_loss_trains_200_steps_without_nan(rng):

@@ -26,6 +26,11 @@ def test_main_prints_table_with_finite_positive_ratios(capsys):
         assert np.isfinite(ratio) and ratio > 0
         np.testing.assert_allclose(ratio, result["step"][name] / result["step"]["regular"])
         assert result["target"][name] > 0
+        # Paired ratio: the median over rounds of Newton / regular step time.
+        paired = np.median(np.asarray(result["step_times"][name])
+                           / np.asarray(result["step_times"]["regular"]))
+        np.testing.assert_allclose(result["paired_ratios"][name], paired)
+        assert len(result["step_times"][name]) == 2
     assert set(result["diff_sort"]) == {3} and result["diff_sort"][3] > 0
     printed = capsys.readouterr().out
     assert "hessian" in printed and "fisher" in printed and "diff_sort" in printed

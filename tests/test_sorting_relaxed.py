@@ -104,6 +104,8 @@ def test_bad_arguments():
             sorter(x, tau=-1.0)
         with pytest.raises(ValueError, match="at least 2"):
             sorter(tf.zeros([2, 1]), tau=1.0)
+        with pytest.raises(ValueError, match="at least 2"):
+            sorter(tf.zeros([2, 0]), tau=1.0)
         with pytest.raises(TypeError, match="floating"):
             sorter(tf.zeros([2, 3], tf.int64), tau=1.0)
         with pytest.raises(TypeError, match="tau"):

@@ -8,10 +8,24 @@ Memory is ``O(N·m)``; each iteration costs about two gradient evaluations.
 
 Stopping: a sample stops when ``‖r_i‖ ≤ tolerance · ‖g_i‖`` or after
 ``max_iterations`` (default 50); the loop is a fixed-shape ``tf.while_loop``
-that XLA compiles. Negative curvature (``pᵀ(H+λI)p ≤ 0``, an indefinite
-Hessian) stops that sample's iteration where it is (truncated CG, as in
-Steihaug's method); if that happens at the first iteration the step is the
-gradient scaled by ``1/max(λ, 1)``.
+that XLA compiles.
+
+Negative curvature. CG cannot form ``|H_i|`` (the saddle-free transform of the
+dense solver) without an eigendecomposition, so the ``indefinite`` option of
+:mod:`keras_newton.damped_solve` does not apply here. Instead (truncated CG,
+as in Steihaug's method), CG runs on ``H_i + λI`` as it is, and the first
+search direction ``p_k`` with non-positive curvature
+``p_kᵀ(H_i + λI)p_k ≤ 0`` stops that sample:
+
+* at ``k ≥ 1`` the step is the iterate ``x_k`` built so far;
+* at ``k = 0`` (``g_iᵀ(H_i + λI)g_i ≤ 0``) the step is the gradient
+  ``g_i / max(λ, 1)``.
+
+Both are descent directions (``g_iᵀ x_k = Σ_j α_j ‖r_j‖² > 0``). When
+``H_i + λI`` is positive definite CG returns the plain damped Newton step
+``(H_i + λI)^{-1} g_i`` even if ``H_i`` itself is indefinite (eigenvalues in
+``(-λ, 0)`` are not made absolute), so for indefinite Hessians the result
+differs from the dense solver's ``"abs"``/``"clip"`` steps.
 
 References:
   Petersen et al., "Newton Losses", NeurIPS 2024, arXiv:2410.19055.

@@ -55,11 +55,18 @@ class NewtonLoss(keras.losses.Loss):
       curvature: ``"hessian"``, ``"fisher"`` or ``"elementwise_hessian"``.
       damping: Tikhonov damping ``λ >= 0`` (per-sample scale).
       indefinite: ``"abs"`` (saddle-free, default) or ``"clip"``: how negative
-        curvature is treated.
+        curvature is treated by the dense and affordable-Hessian solves.
+        ``solver="cg"`` cannot apply it: it stops at the first search
+        direction ``p`` with ``pᵀ(H_i + λI)p ≤ 0`` and returns the iterate so
+        far (``g_i / max(λ, 1)`` if that is the first iteration). Hence
+        ``"auto"`` picks CG only with ``"abs"``, and ``"cg"`` with ``"clip"``
+        raises.
       use_closed_form: use closed-form derivatives for MSE / cross-entropies.
       solver: ``"auto"``, ``"dense"``, ``"woodbury"`` (Fisher, many outputs)
-        or ``"cg"`` (element-wise Hessian, many outputs); see
-        :func:`keras_newton.newton_target`.
+        or ``"cg"`` (element-wise Hessian, many outputs; for indefinite
+        Hessians its step differs from the dense ``"abs"`` step, see
+        ``indefinite``); ``"auto"`` switches to Woodbury / CG above 256
+        outputs; see :func:`keras_newton.newton_target`.
       cg_max_iterations, cg_tolerance: conjugate-gradient settings.
       hessian_samples: empirical Hessian only: estimate it from the first
         ``s`` samples of each batch (``None``: all); see
@@ -101,7 +108,8 @@ class NewtonLoss(keras.losses.Loss):
         curvature_lib.check_protocol_supports(self.loss, self.curvature)
         # Names and curvature compatibility are checked now; "auto" is
         # resolved by shape when called.
-        choose_solver(solver, self.curvature, self.damping, 0, None, self.loss)
+        choose_solver(solver, self.curvature, self.damping, 0, None, self.loss,
+                      self.indefinite)
         self.solver = solver
         self.cg_max_iterations = int(cg_max_iterations)
         self.cg_tolerance = float(cg_tolerance)

@@ -118,15 +118,20 @@ SOLVERS = ("auto", "dense", "woodbury", "cg")
 LARGE_OUTPUT_SIZE = 256
 
 
-def choose_solver(solver, curvature, damping, m, batch_size, loss) -> str:
-    """Validates ``solver`` and resolves ``"auto"`` by shape (see newton_target)."""
+def choose_solver(solver, curvature, damping, m, batch_size, loss, indefinite="abs") -> str:
+    """Validates ``solver`` and resolves ``"auto"`` by shape (see newton_target).
+
+    CG cannot apply ``indefinite`` (see :mod:`keras_newton.conjugate_gradient`):
+    ``"auto"`` keeps the dense solve when ``indefinite`` is not the default
+    ``"abs"``, and ``solver="cg"`` with such an ``indefinite`` is an error.
+    """
     if solver not in SOLVERS:
         raise ValueError(f"Unknown solver={solver!r}; expected one of {SOLVERS}.")
     if solver == "auto":
         if curvature == curvature_lib.FISHER and damping > 0 and m > LARGE_OUTPUT_SIZE:
             return "woodbury" if batch_size is None or m > batch_size else "dense"
         if (curvature == curvature_lib.ELEMENTWISE_HESSIAN and m > LARGE_OUTPUT_SIZE
-                and not curvature_lib.provides_curvature(loss)):
+                and not curvature_lib.provides_curvature(loss) and indefinite == "abs"):
             return "cg"
         return "dense"
     if solver == "woodbury" and (curvature != curvature_lib.FISHER or damping <= 0):
@@ -140,6 +145,12 @@ def choose_solver(solver, curvature, damping, m, batch_size, loss) -> str:
         raise ValueError(
             "solver='cg' applies to curvature='elementwise_hessian' of a loss "
             f"autodiff can differentiate twice; got curvature={curvature!r}."
+        )
+    if solver == "cg" and indefinite != "abs":
+        raise ValueError(
+            f"solver='cg' cannot apply indefinite={indefinite!r}: it stops at "
+            "negative curvature instead (see keras_newton.conjugate_gradient). "
+            "Use solver='dense', or the default indefinite='abs'."
         )
     return solver
 
@@ -200,7 +211,9 @@ def newton_target(
         (empirical Fisher) or ``"elementwise_hessian"``.
       damping: Tikhonov damping ``λ >= 0`` on the per-sample scale.
       indefinite: ``"abs"`` (saddle-free) or ``"clip"``; see
-        :func:`keras_newton.damped_solve.damped_solve`.
+        :func:`keras_newton.damped_solve.damped_solve`. Applies to the dense,
+        Woodbury (a PSD Fisher: no effect) and affordable-Hessian solves, not
+        to CG, which handles negative curvature by stopping (below).
       use_closed_form: use the closed forms of
         :mod:`keras_newton.closed_forms` for matching Keras losses.
       solver: ``"dense"`` (eigendecomposition of ``m x m`` matrices),
@@ -208,8 +221,14 @@ def newton_target(
         :mod:`keras_newton.woodbury`), ``"cg"`` (element-wise Hessian only:
         conjugate gradients with Hessian-vector products, see
         :mod:`keras_newton.conjugate_gradient`) or ``"auto"``, which picks
-        Woodbury / CG when ``m > 256`` (and, for Woodbury, ``λ > 0`` and ``m``
-        exceeds a static batch size) and dense otherwise.
+        Woodbury / CG when ``m > 256`` (for Woodbury: ``λ > 0`` and ``m``
+        exceeds a static batch size; for CG: ``indefinite="abs"``, the
+        default) and dense otherwise. CG ignores ``indefinite``: at the first
+        search direction ``p`` with ``pᵀ(H_i + λI)p ≤ 0`` it stops and returns
+        the iterate so far, or ``g_i / max(λ, 1)`` if that happens at the first
+        iteration. So for indefinite ``H_i`` the CG step differs from the
+        dense saddle-free step; pass ``solver="dense"`` to keep ``"abs"``
+        above ``m = 256``. ``solver="cg"`` with ``indefinite="clip"`` raises.
       cg_max_iterations, cg_tolerance: CG iteration cap and relative residual.
       hessian_samples: ``curvature="hessian"`` only: estimate ``H̄`` from the
         first ``s`` samples of the (shuffled) batch, an unbiased estimate;
@@ -245,7 +264,7 @@ def newton_target(
     outputs = tf.cast(tf.stop_gradient(y_pred), dtype)
     if tf.is_tensor(y_true) and y_true.dtype.is_floating:
         y_true = tf.cast(y_true, dtype)
-    solver = choose_solver(solver, curvature, damping, m, y_pred.shape[0], loss)
+    solver = choose_solver(solver, curvature, damping, m, y_pred.shape[0], loss, indefinite)
     # Matrix-free solvers need gradients only; their curvature is implicit.
     gradients, matrix = loss_derivatives(
         loss, y_true, outputs,

@@ -1,5 +1,6 @@
 """Woodbury Fisher and CG element-wise Hessian solvers for many outputs."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -42,6 +43,10 @@ def test_auto_solver_choice_by_shape():
     assert choose_solver("auto", "fisher", 1e-3, 10, 8, None) == "dense"
     assert choose_solver("auto", "elementwise_hessian", 1e-3, 4096, 8, None) == "cg"
     assert choose_solver("auto", "hessian", 1e-3, 4096, 8, None) == "dense"
+    # CG cannot apply indefinite="clip": "auto" keeps the dense solve then.
+    assert choose_solver("auto", "elementwise_hessian", 1e-3, 4096, 8, None, "abs") == "cg"
+    assert choose_solver("auto", "elementwise_hessian", 1e-3, 4096, 8, None, "clip") == "dense"
+    assert choose_solver("auto", "fisher", 1e-3, 4096, 8, None, "clip") == "woodbury"
 
 
 @pytest.mark.parametrize(
@@ -51,6 +56,7 @@ def test_auto_solver_choice_by_shape():
         (dict(solver="woodbury", curvature="hessian"), "woodbury"),
         (dict(solver="woodbury", curvature="fisher", damping=0.0), "damping"),
         (dict(solver="cg", curvature="fisher"), "cg"),
+        (dict(solver="cg", curvature="elementwise_hessian", indefinite="clip"), "indefinite"),
     ],
 )
 def test_bad_solver_options(kwargs, match):
@@ -93,3 +99,122 @@ def _flat_quartic(y_true, y_pred):
 def _flat_quartic_gradient(t, y):
     d = (y - t).astype(np.float64)
     return d / np.sqrt(1 + d**2) / (y.shape[1] * y.shape[2])
+
+
+def _quadratic(matrix):
+    """Per-sample ``½ yᵀAy - bᵀy`` (``y_true`` is ``b``): every ``H_i = A``."""
+    matrix = tf.constant(matrix)
+
+    def loss(b, y):
+        return tf.reduce_sum(0.5 * y * tf.matmul(y, matrix) - b * y, axis=-1)
+
+    return loss
+
+
+def _truncated_cg(h, g, damping, max_iterations, tolerance):
+    """The rule documented in keras_newton.conjugate_gradient, in NumPy.
+
+    Returns the step and how it ended: "first" (non-positive curvature at the
+    first direction: g / max(λ, 1)), "later" (at a later one: the iterate so
+    far), "converged" or "cap".
+    """
+    shifted = h + damping * np.eye(len(g))
+    x, r, p = np.zeros_like(g), g.copy(), g.copy()
+    norm = r @ r
+    for k in range(max_iterations):
+        q = shifted @ p
+        curvature = p @ q
+        if curvature <= 0:
+            return (g / max(damping, 1.0), "first") if k == 0 else (x, "later")
+        alpha = norm / curvature
+        x, r = x + alpha * p, r - alpha * q
+        new_norm = r @ r
+        if new_norm <= tolerance**2 * (g @ g):
+            return x, "converged"
+        p, norm = r + new_norm / norm * p, new_norm
+    return x, "cap"
+
+
+def test_cg_on_an_indefinite_hessian_stops_at_negative_curvature(mode, rng):
+    # H = A with eigenvalues of both signs; the gradients are chosen so that
+    # CG meets non-positive curvature both at the first direction and later.
+    basis, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    a = basis @ np.diag([3.0, 2.0, 1.5, 1.0, -0.5, -2.0]) @ basis.T
+    a = 0.5 * (a + a.T)
+    wanted = np.stack([
+        basis[:, 5],                                   # gᵀAg = -2
+        basis[:, 0] + basis[:, 1] + 0.3 * basis[:, 5],  # positive first, then negative
+        basis[:, 4] + basis[:, 5] + 0.1 * basis[:, 0],  # gᵀAg < 0
+        *rng.normal(size=(3, 6)),
+    ])
+    b = rng.normal(size=wanted.shape)
+    y = np.linalg.solve(a, (wanted + b).T).T  # so that g_i = A y_i - b = wanted_i
+    damping, iterations, tolerance = 1e-3, 50, 1e-12
+
+    def target(t, v):
+        return kn.newton_target(_quadratic(a), t, v, curvature="elementwise_hessian",
+                                damping=damping, solver="cg", cg_max_iterations=iterations,
+                                cg_tolerance=tolerance)
+
+    step = y - run_in_mode(mode, target, tf.constant(b), tf.constant(y))
+    g = y @ a - b
+    np.testing.assert_allclose(g, wanted, atol=1e-10)
+    assert np.all(np.isfinite(step))
+    assert np.all(np.sum(g * step, axis=1) > 0)  # descent directions
+    expected, endings = zip(*(_truncated_cg(a, gi, damping, iterations, tolerance) for gi in g))
+    assert {"first", "later"} <= set(endings), endings
+    np.testing.assert_allclose(step, np.stack(expected), rtol=1e-8, atol=1e-10)
+    # The first-direction fallback is the plain gradient step (λ < 1).
+    np.testing.assert_allclose(step[0], g[0], rtol=1e-12)
+
+
+def _softmax(v):
+    e = np.exp(v - v.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("loss_name", ["quadratic", "softmax_cross_entropy"])
+def test_cg_matches_a_dense_numpy_solve_for_non_diagonal_hessians(mode, loss_name, rng):
+    n, m, damping = 5, 7, 0.01
+    y = rng.normal(size=(n, m))
+    if loss_name == "quadratic":
+        basis, _ = np.linalg.qr(rng.normal(size=(m, m)))
+        a = basis @ np.diag(np.linspace(0.1, 5.0, m)) @ basis.T
+        a = 0.5 * (a + a.T)
+        loss, t = _quadratic(a), rng.normal(size=(n, m))
+        g, hessians = y @ a - t, np.broadcast_to(a, (n, m, m))
+    else:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        t = _softmax(rng.normal(size=(n, m)))
+        q = _softmax(y)
+        g = q - t
+        hessians = np.stack([np.diag(qi) - np.outer(qi, qi) for qi in q])
+
+    def target(a_true, b_pred):
+        return kn.newton_target(loss, a_true, b_pred, curvature="elementwise_hessian",
+                                damping=damping, solver="cg", cg_tolerance=1e-12)
+
+    step = y - run_in_mode(mode, target, tf.constant(t), tf.constant(y))
+    expected = np.stack([np.linalg.solve(h + damping * np.eye(m), gi)
+                         for h, gi in zip(hessians, g)])
+    np.testing.assert_allclose(step, expected, rtol=1e-7, atol=1e-9)
+
+
+def test_auto_solver_above_256_outputs_uses_cg_with_abs_and_dense_with_clip(rng):
+    # Indefinite per-sample Hessian with m = 257: the two solves differ, and
+    # "auto" must pick the one that honours the requested `indefinite`.
+    m, damping = 257, 1e-2
+    basis, _ = np.linalg.qr(rng.normal(size=(m, m)))
+    a = basis @ np.diag(np.linspace(-1.0, 2.0, m)) @ basis.T
+    a = 0.5 * (a + a.T)
+    t, y = tf.constant(rng.normal(size=(2, m))), tf.constant(rng.normal(size=(2, m)))
+
+    def target(**kwargs):
+        return kn.newton_target(_quadratic(a), t, y, curvature="elementwise_hessian",
+                                damping=damping, **kwargs).numpy()
+
+    cg = target(solver="cg")
+    np.testing.assert_array_equal(target(solver="auto"), cg)
+    clip = target(solver="dense", indefinite="clip")
+    np.testing.assert_array_equal(target(solver="auto", indefinite="clip"), clip)
+    assert np.abs(cg - clip).max() > 1e-2

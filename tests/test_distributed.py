@@ -17,17 +17,25 @@ import pytest
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_training.py")
 
 
-def _train(tmp_path, strategy, curvature, api, env=None, tag=""):
-    out = tmp_path / f"{strategy}-{curvature}-{api}{tag}.npz"
+def _train(tmp_path, strategy, curvature, api, env=None, tag="", options=()):
+    apis = [api] if isinstance(api, str) else list(api)  # one model per api, in turn
+    out = tmp_path / f"{strategy}-{curvature}-{'-'.join(apis)}{tag}.npz"
     command = [sys.executable, SCRIPT, "--strategy", strategy, "--curvature", curvature,
-               "--api", api, "--out", str(out)]
+               "--api", *apis, "--out", str(out), *options]
     return subprocess.Popen(command, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT), out
 
 
-def _weights(path):
+def _weights(path, api):
     with np.load(path) as data:
-        return [data[f"arr_{i}"] for i in range(len(data.files))]
+        count = sum(name.startswith(f"{api}_") for name in data.files)
+        assert count, f"no {api} weights in {path}: {data.files}"
+        return [data[f"{api}_{i}"] for i in range(count)]
+
+
+def _logged(log, label):
+    """The number the training script printed after ``label``."""
+    return float(log.split(f"{label}:")[1].split()[0])
 
 
 def _finish(process):
@@ -53,26 +61,48 @@ def test_mirrored_strategy_equals_single_device(tmp_path, curvature, api):
     mirrored, mirrored_out = _train(tmp_path, "mirrored", curvature, api)
     single_log = _finish(single)
     _finish(mirrored)
-    for a, b in zip(_weights(single_out), _weights(mirrored_out)):
+    for a, b in zip(_weights(single_out, api), _weights(mirrored_out, api)):
         np.testing.assert_allclose(a, b, atol=1e-5)
     # The run must have moved the weights, or the comparison proves nothing
     # (without the all-reduce the weights differ by ~0.2 here).
-    assert float(single_log.split("largest weight change:")[1]) > 0.05
+    assert _logged(single_log, f"{api} largest weight change") > 0.05
+
+
+def test_mirrored_woodbury_fisher_equals_single_device(tmp_path):
+    # m = 300 outputs > 256 and > the global batch of 8: solver="auto" picks
+    # the Woodbury solve, which all-gathers the gradients of both replicas.
+    apis, options = ["loss", "model"], ["--outputs", "300", "--batch", "8"]
+    single, single_out = _train(tmp_path, "single", "fisher", apis, options=options)
+    mirrored, mirrored_out = _train(tmp_path, "mirrored", "fisher", apis, options=options)
+    single_log = _finish(single)
+    mirrored_log = _finish(mirrored)
+    assert _logged(single_log, "woodbury solves traced") > 0
+    assert _logged(mirrored_log, "woodbury solves traced") > 0
+    for api in apis:
+        for a, b in zip(_weights(single_out, api), _weights(mirrored_out, api)):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+        # Without the all-gather the weights differ by ~0.5 here.
+        assert _logged(single_log, f"{api} largest weight change") > 0.05
 
 
 @pytest.mark.parametrize("curvature", ["hessian", "fisher"])
 def test_multi_worker_mirrored_strategy_equals_single_device(tmp_path, curvature):
+    # Each process trains a NewtonLossModel and a keras.Model compiled with
+    # NewtonLoss, in turn (both driven by strategy.run(model.train_step)).
+    apis = ["loss", "model"]
     ports = _free_ports(2)
     workers = [f"127.0.0.1:{port}" for port in ports]
     processes = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        processes.append(_train(tmp_path, "multiworker", curvature, "model",
+        processes.append(_train(tmp_path, "multiworker", curvature, apis,
                                 env={"TF_CONFIG": json.dumps(config)}, tag=str(index)))
-    single, single_out = _train(tmp_path, "single", curvature, "model")
+    single, single_out = _train(tmp_path, "single", curvature, apis)
     for process, _ in processes:
         _finish(process)
-    _finish(single)
-    for _, out in processes:
-        for a, b in zip(_weights(single_out), _weights(out)):
-            np.testing.assert_allclose(a, b, atol=1e-5)
+    single_log = _finish(single)
+    for api in apis:
+        assert _logged(single_log, f"{api} largest weight change") > 0.05
+        for _, out in processes:
+            for a, b in zip(_weights(single_out, api), _weights(out, api)):
+                np.testing.assert_allclose(a, b, atol=1e-5)

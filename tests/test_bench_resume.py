@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_newton.bench import training
+from keras_newton.bench import seed_state, training
 from keras_newton.bench.sort_task import sort_task
 from keras_newton.bench.task import Variant, build_variant_model
 
@@ -117,3 +117,97 @@ def test_reused_compiled_model_equals_fresh_model(task, reference, tmp_path):
     reused = training.run_training(task, VARIANT, 3, str(tmp_path / "reused"), verbose=0,
                                    jit_compile=False, model=model)
     _assert_same(reused, reference)
+
+
+# --- stochastic losses: the noise is part of the training state ---------------
+
+PERTURBED_VARIANT = Variant("perturbed-fisher", newton="fisher", damping=0.1)
+
+
+@pytest.fixture(scope="module")
+def perturbed_task():
+    from keras_newton.bench.path_task import path_task
+
+    # Fenchel-Young loss of the perturbed optimizer: noise from a SeedGenerator.
+    return path_task({"method": "perturbed", "samples": 2, "grid_size": 4, "train_maps": 8,
+                      "eval_maps": 2, "batch_size": 2, "steps": 2, "eval_every": 1})
+
+
+@pytest.fixture(scope="module")
+def perturbed_model(perturbed_task):
+    # One compiled model for every run, as a grid does (tracing dominates here).
+    keras.backend.clear_session()
+    return build_variant_model(perturbed_task, PERTURBED_VARIANT, seed=5, jit_compile=False)
+
+
+def _run_perturbed(task, model, run_dir, **kwargs):
+    return training.run_training(task, PERTURBED_VARIANT, 5, str(run_dir), verbose=0,
+                                 jit_compile=False, model=model, **kwargs)
+
+
+def _assert_same_path_run(run, reference):
+    keys = ("step", "train_loss", "val_perfect_match", "test_cost_ratio")
+    np.testing.assert_allclose([[h[k] for k in keys] for h in run["history"]],
+                               [[h[k] for k in keys] for h in reference["history"]],
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(run["weights_checksum"], reference["weights_checksum"],
+                               rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def perturbed_reference(perturbed_task, perturbed_model, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("perturbed")
+    record = _run_perturbed(perturbed_task, perturbed_model, run_dir)
+    return record, seed_state.load_epoch_states(str(run_dir / seed_state.SEED_STATE_FILE))
+
+
+def test_seed_states_are_saved_per_epoch(perturbed_task, perturbed_reference):
+    _, saved = perturbed_reference
+    assert sorted(saved) == ["1", "2"]
+    counters = [saved[epoch]["seed_generator"] for epoch in ("1", "2")]
+    assert counters[0][0] == counters[1][0] == perturbed_task.loss.seed
+    assert 0 < counters[0][1] < counters[1][1]  # every step draws fresh noise
+
+
+def test_same_seed_twice_in_one_process_gives_the_same_run(perturbed_task, perturbed_model,
+                                                           perturbed_reference, tmp_path):
+    # The grid's loss object is shared: its noise counter went on advancing.
+    assert int(perturbed_task.loss.seed_generator.state.numpy()[1]) > 0
+    again = _run_perturbed(perturbed_task, perturbed_model, tmp_path / "again")
+    _assert_same_path_run(again, perturbed_reference[0])
+
+
+def test_perturbed_resume_reproduces_uninterrupted_run(perturbed_task, perturbed_model,
+                                                       perturbed_reference, tmp_path):
+    run_dir = tmp_path / "killed"
+    with pytest.raises(Killed):
+        _run_perturbed(perturbed_task, perturbed_model, run_dir,
+                       callbacks=[KillAt(epoch=1, batch=0)])
+    assert training._saved_epoch(str(run_dir / training.BACKUP_DIR)) == 1
+    # A fresh process would build the loss anew: its noise would restart at 0.
+    seed_state.reset_counters(seed_state.loss_seed_generators(perturbed_task.loss))
+    resumed = _run_perturbed(perturbed_task, perturbed_model, run_dir)
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
+    _assert_same_path_run(resumed, perturbed_reference[0])
+
+
+def test_perturbed_kill_between_seed_states_and_backup(perturbed_task, perturbed_model,
+                                                       perturbed_reference, tmp_path,
+                                                       monkeypatch):
+    run_dir = tmp_path / "killed"
+    original = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def die_after_seed_states(self, epoch, logs=None):
+        if epoch == 1:  # seed states of epoch 2 saved, weights of epoch 2 not
+            raise Killed()
+        return original(self, epoch, logs)
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end",
+                        die_after_seed_states)
+    with pytest.raises(Killed):
+        _run_perturbed(perturbed_task, perturbed_model, run_dir)
+    saved = seed_state.load_epoch_states(str(run_dir / seed_state.SEED_STATE_FILE))
+    assert sorted(saved) == ["1", "2"]
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
+    resumed = _run_perturbed(perturbed_task, perturbed_model, run_dir)  # resumes at epoch 1
+    _assert_same_path_run(resumed, perturbed_reference[0])

@@ -4,11 +4,15 @@ Training runs for ``steps`` optimizer steps as ``steps / eval_every`` Keras
 epochs of ``eval_every`` steps, with Keras' own progress bar. After every
 epoch the model is evaluated on the validation and the test set, the history
 is written, and only then is the training state (weights, optimizer
-variables, epoch) saved by ``keras.callbacks.BackupAndRestore``. A killed run
-started again with the same ``run_dir`` therefore resumes at the last saved
-epoch, with the training stream advanced to exactly that step, and ends with
-the same weights and metrics as an uninterrupted run. A finished run leaves
-``record.json`` and is not repeated.
+variables, epoch) saved by ``keras.callbacks.BackupAndRestore``, preceded by
+the noise state of stochastic losses (:mod:`keras_newton.bench.seed_state`).
+A killed run started again with the same ``run_dir`` therefore resumes at the
+last saved epoch, with the training stream advanced to exactly that step and
+the loss drawing the noise it would have drawn, and ends with the same
+weights and metrics as an uninterrupted run. Every fresh run starts its
+loss's noise from the beginning, so a run's result does not depend on the
+runs made before it in the process. A finished run leaves ``record.json``
+and is not repeated.
 
 Model selection (as in the paper): the reported test metrics are those at the
 evaluation with the best validation value of ``task.selection`` (earliest on
@@ -31,7 +35,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from keras_newton.bench import results
+from keras_newton.bench import results, seed_state
 from keras_newton.bench.task import Task, Variant, build_variant_model
 
 RECORD_FILE = "record.json"
@@ -66,19 +70,37 @@ def _saved_epoch(backup_dir: str) -> int:
 class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
     """Evaluates and records history, then saves the training state.
 
-    Ordering matters for resuming: the history of an epoch is written before
-    the state of that epoch is saved, and on restart the history is cut back to
-    the restored epoch, so an interruption between the two loses nothing and
-    duplicates nothing.
+    Ordering matters for resuming: the history of an epoch is written first,
+    then the seed-generator states of the task's loss (keyed by epoch), then
+    the weights backup of that epoch; on restart the history is cut back to
+    the restored epoch and the loss gets the seed states of that epoch, so an
+    interruption between any two loses nothing and duplicates nothing. A
+    fresh run (nothing restored) resets the loss's seed counters to 0.
     """
 
     def __init__(self, task: Task, run_dir: str, expected_epoch: int):
         super().__init__(os.path.join(run_dir, BACKUP_DIR))
         self.task = task
         self.history_path = os.path.join(run_dir, HISTORY_FILE)
+        self.seed_state_path = os.path.join(run_dir, seed_state.SEED_STATE_FILE)
+        self.seed_generators = seed_state.loss_seed_generators(task.loss)
         self.expected_epoch = expected_epoch
         self.history: list[dict] = []
         self._epoch_start = 0.0
+
+    def _restore_seed_states(self, restored_epoch: int) -> None:
+        if not self.seed_generators:
+            return
+        if restored_epoch == 0:
+            seed_state.reset_counters(self.seed_generators)
+            return
+        saved = seed_state.load_epoch_states(self.seed_state_path)
+        if str(restored_epoch) not in saved:
+            raise RuntimeError(
+                f"the backup restored epoch {restored_epoch} but {self.seed_state_path!r} "
+                f"holds no seed states for it (epochs: {sorted(saved)}); the loss's "
+                "noise cannot be resumed; delete the run folder")
+        seed_state.assign_states(self.seed_generators, saved[str(restored_epoch)])
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -87,6 +109,7 @@ class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
             raise RuntimeError(
                 f"backup restored epoch {restored} but the data stream was built for "
                 f"epoch {self.expected_epoch}; delete {self.history_path!r}'s folder")
+        self._restore_seed_states(restored)
         if os.path.exists(self.history_path):
             with open(self.history_path, encoding="utf-8") as stream:
                 saved = json.load(stream)
@@ -108,6 +131,9 @@ class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
                 entry[f"{prefix}_{name}"] = value
         self.history.append(entry)
         results.atomic_write_json(self.history_path, self.history)
+        if self.seed_generators:
+            seed_state.save_epoch_states(self.seed_state_path, epoch + 1,
+                                         seed_state.read_states(self.seed_generators))
         super().on_epoch_end(epoch, logs)
 
 
@@ -131,6 +157,7 @@ def reset_model(model: keras.Model, task: Task, seed: int) -> keras.Model:
     Reusing one compiled model across seeds skips the (XLA) compilation of
     every further run; the weights are those a freshly built model of the
     same seed gets, and the optimizer's step counter and moments are zeroed.
+    (The loss's seed counters are reset by :class:`EvaluateThenBackup`.)
     """
     keras.utils.set_random_seed(int(seed))
     model.set_weights(task.build_model().get_weights())

@@ -104,7 +104,7 @@ class NewtonLossModel(keras.Model):
         self.curvature = curvature_lib.validate_curvature(curvature)
         self.damping = validate_damping(damping)
         self.indefinite = validate_indefinite(indefinite)
-        choose_solver(solver, self.curvature, self.damping, 0, None, None)
+        choose_solver(solver, self.curvature, self.damping, 0, None, None, self.indefinite)
         self.solver = solver
         validate_hessian_options(self.curvature, hessian_samples, hessian_rank,
                                  hessian_seed, hessian_refresh_every)

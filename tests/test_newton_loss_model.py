@@ -236,3 +236,5 @@ def test_bad_construction_arguments():
         _functional(curvature="gauss_newton")
     with pytest.raises(ValueError, match="damping"):
         _functional(damping=-0.5)
+    with pytest.raises(ValueError, match="cg"):
+        _functional(curvature="elementwise_hessian", solver="cg", indefinite="clip")

@@ -79,7 +79,11 @@ def test_mean_curves_and_plot(tmp_path):
     steps, mean, std = curves["hessian"]
     np.testing.assert_array_equal(steps, [10, 20])
     np.testing.assert_allclose(mean, [0.8, 0.9])
-    np.testing.assert_allclose(std, np.std([0.8, 0.9, 1.0]))
+    # Sample std, as in the table (results.mean_std), not the population std.
+    np.testing.assert_allclose(std, np.std([[0.7, 0.8, 0.9], [0.8, 0.9, 1.0]], axis=1, ddof=1))
+    np.testing.assert_allclose(std[1], results.mean_std([0.8, 0.9, 1.0])[1])
+    single = plots.mean_curves([r for r in rows if r["seed"] == 0], "test_exact_match")
+    np.testing.assert_array_equal(single["hessian"][2], [0.0, 0.0])  # one seed: no band
     path = plots.plot_metric(rows, "test_exact_match", str(tmp_path / "plot.png"), title="t")
     with open(path, "rb") as stream:
         assert stream.read(8) == b"\x89PNG\r\n\x1a\n"

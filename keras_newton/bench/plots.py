@@ -2,11 +2,13 @@
 
 Each run records ``history`` entries ``{"step": t, "test_<metric>": m, ...}``
 at every evaluation. Per variant the curve is the mean over seeds at each
-step, with a band of ± one standard deviation:
+step, with a band of ± one sample standard deviation, as in the results
+table (:func:`keras_newton.bench.results.mean_std`; no band for one seed):
 
 .. math::
 
-    \\bar m(t) = \\frac1S \\sum_s m_s(t).
+    \\bar m(t) = \\frac1S \\sum_s m_s(t), \\qquad
+    \\sigma(t) = \\sqrt{\\frac1{S-1} \\sum_s (m_s(t) - \\bar m(t))^2}.
 
 Matplotlib is used with the non-interactive ``Agg`` backend (no display
 needed) and the file is written atomically (temporary file + ``os.replace``).
@@ -28,7 +30,7 @@ import numpy as np
 
 
 def mean_curves(runs: Sequence[dict], key: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per variant: ``(steps, mean, std)`` of ``key`` over the runs' histories.
+    """Per variant: ``(steps, mean, sample std)`` of ``key`` over the runs' histories.
 
     Only steps that every run of the variant evaluated are kept, so runs cut
     short do not bias the mean.
@@ -42,7 +44,9 @@ def mean_curves(runs: Sequence[dict], key: str) -> dict[str, tuple[np.ndarray, n
         common = sorted(set.intersection(*(set(s) for s in series_list)))
         values = np.array([[s[t] for t in common] for s in series_list], dtype=float)
         values = values.reshape(len(series_list), len(common))
-        curves[variant] = (np.array(common, dtype=int), values.mean(axis=0), values.std(axis=0))
+        std = (values.std(axis=0, ddof=1) if len(series_list) > 1
+               else np.zeros(len(common)))
+        curves[variant] = (np.array(common, dtype=int), values.mean(axis=0), std)
     return curves
 
 

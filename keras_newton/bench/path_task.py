@@ -124,7 +124,9 @@ def path_task(config: dict) -> Task:
         maps, paths, weights = load_split(config, split, config["eval_maps"])
         eval_sets[split] = (maps, {"path": paths, "weights": weights})
     batch_size = int(config["batch_size"])
-    steps_per_epoch = max(1, -(-len(train_maps) // batch_size))
+    # An epoch is as many whole batches as the maps fill (the stream drops
+    # incomplete batches); steps, evaluations and learning-rate decay count it.
+    steps_per_epoch = max(1, len(train_maps) // batch_size)
     config.setdefault("steps", int(config["epochs"]) * steps_per_epoch)
     config.setdefault("eval_every", steps_per_epoch)
     seed = int(config.get("data_seed", 0))

@@ -1,0 +1,27 @@
+"""The shortest-path task's schedule: epochs are whole batches of the training maps."""
+
+import numpy as np
+import pytest
+
+from keras_newton.bench import path_task
+
+
+@pytest.mark.parametrize("train_maps, batch_size, steps_per_epoch", [(10, 4, 2), (8, 4, 2),
+                                                                     (3, 4, 1)])
+def test_epochs_count_whole_batches(train_maps, batch_size, steps_per_epoch):
+    task = path_task.path_task({"grid_size": 3, "train_maps": train_maps, "eval_maps": 1,
+                                "batch_size": batch_size, "epochs": 3,
+                                "decay_epochs": (1, 2)})
+    assert task.config["steps"] == 3 * steps_per_epoch
+    assert task.config["eval_every"] == steps_per_epoch
+    schedule = task.make_optimizer(task.config["steps"])._learning_rate
+    rate = path_task.PATH_DEFAULTS["learning_rate"]
+    assert schedule.boundaries == [steps_per_epoch, 2 * steps_per_epoch]
+    # Learning rate ×0.1 once the first epoch's last step is done.
+    np.testing.assert_allclose([float(schedule(steps_per_epoch)),
+                                float(schedule(steps_per_epoch + 1))],
+                               [rate, rate * 0.1], rtol=1e-6)
+    # An epoch never asks for more maps than there are (the stream drops the rest).
+    batches = list(task.train_stream(0).take(steps_per_epoch).as_numpy_iterator())
+    assert all(len(x) == batch_size for x, _ in batches)
+

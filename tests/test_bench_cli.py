@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from keras_newton.bench import cli, results
+from keras_newton.bench import cli, grid, overhead, results
+from keras_newton.bench import task as task_lib
 
 TINY_SORT = ["--n", "3", "--steps", "2", "--eval-every", "1", "--batch-size", "2",
              "--eval-sets", "4", "--seeds", "0", "--verbose", "0"]
@@ -70,15 +71,91 @@ def test_path_subcommand(tmp_path):
     assert all(r["cost_ratio"] >= 1.0 - 1e-6 for r in data["runs"])
 
 
-def test_overhead_subcommand(tmp_path, capsys):
+TINY_PATH = ["--grid-size", "3", "--n-iter", "3", "--train-maps", "4", "--eval-maps", "2",
+             "--batch-size", "2", "--steps", "2", "--eval-every", "1", "--seeds", "0",
+             "--verbose", "0", "--no-xla"]
+
+
+def _record_built_models(monkeypatch, module):
+    built = []
+    original = module.build_variant_model
+
+    def build(task, variant, *args, **kwargs):
+        model = original(task, variant, *args, **kwargs)
+        built.append((variant, model))
+        return model
+
+    monkeypatch.setattr(module, "build_variant_model", build)
+    return built
+
+
+def test_path_with_affordable_hessian_options(tmp_path, monkeypatch):
+    built = _record_built_models(monkeypatch, grid)
+    out = str(tmp_path / "path")
+    cli.main(["path", "--method", "relaxed", "--loop", "for", "--newton", "hessian",
+              "--hessian-rank", "2", "--hessian-samples", "2", "--output-dir", out,
+              *TINY_PATH])
+    (variant, model), = built
+    assert (model.curvature, model.hessian_rank, model.hessian_samples,
+            model.hessian_refresh_every) == ("hessian", 2, 2, 1)
+    assert "rank 2" in variant.name and "2 samples" in variant.name
+    data = _check_outputs(out, "results", 1, "perfect_match")
+    run, = data["runs"]
+    assert (run["hessian_rank"], run["hessian_samples"], run["hessian_refresh_every"]) == (
+        2, 2, 1)
+    assert data["config"]["hessian_options"] == {"hessian_rank": 2, "hessian_samples": 2}
+
+
+def test_hessian_options_go_to_the_hessian_variant_only():
+    args = cli.build_parser().parse_args(
+        ["grid", "--task", "sort", "--newton", "none", "hessian", "fisher",
+         "--hessian-refresh-every", "3"])
+    assert cli.hessian_options(args) == {"hessian_refresh_every": 3}
+    assert task_lib.hessian_options_for("fisher", {"hessian_refresh_every": 3}) == {}
+    assert task_lib.hessian_options_for("hessian", {"hessian_rank": 2}) == {"hessian_rank": 2}
+    with pytest.raises(ValueError, match="hessian_rank"):
+        task_lib.Variant("v", newton="fisher", hessian_rank=2)
+
+
+def test_overhead_subcommand(tmp_path, capsys, monkeypatch):
+    built = _record_built_models(monkeypatch, overhead)
     out = str(tmp_path / "overhead")
     cli.main(["overhead", "--tasks", "sort", "--rounds", "2", "--n", "3", "--batch-size", "2",
               "--eval-sets", "2", "--no-xla", "--output-dir", out])
     measured = json.load(open(os.path.join(out, "results_overhead.json")))["measured"]
-    ratios = next(iter(measured.values()))["ratios"]
+    result = next(iter(measured.values()))
+    ratios = result["ratios"]
     assert ratios["none"] == 1.0 and set(ratios) == {"none", "hessian", "fisher"}
     assert all(r > 0 for r in ratios.values())
-    assert "ratio to baseline" in capsys.readouterr().out
+    # Each Newton variant with its own (sorting preset) λ, not the Hessian's.
+    assert result["dampings"] == {"hessian": 0.01, "fisher": 0.001}
+    assert {v.newton: v.damping for v, _ in built if v.is_newton} == result["dampings"]
+    assert {v.newton: m.damping for v, m in built if v.is_newton} == result["dampings"]
+    printed = capsys.readouterr().out
+    table = results.parse_markdown_table(printed[printed.rindex("| task |"):])
+    assert [row["variant"] for row in table] == ["none", "hessian", "fisher"]
+    for row in table:
+        first_step = float(row["first step incl. compile (s)"])
+        assert first_step == pytest.approx(result["compile_seconds"][row["variant"]], abs=0.006)
+        assert float(row["ratio to baseline"]) > 0
+
+
+def _rejected(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_bad_hessian_options_are_rejected(capsys):
+    assert "add hessian to --newton" in _rejected(
+        ["sort", "--newton", "fisher", "--hessian-rank", "2"], capsys)
+    assert "must be >= 1" in _rejected(
+        ["sort", "--newton", "hessian", "--hessian-samples", "0"], capsys)
+    # Monte-Carlo losses bring their own Hessian estimate: subsample it, not sketch it.
+    assert "hessian_samples instead" in _rejected(
+        ["path", "--method", "perturbed", "--newton", "hessian", "--hessian-rank", "2"],
+        capsys)
 
 
 def test_bad_arguments_are_rejected():

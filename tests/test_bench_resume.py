@@ -211,3 +211,25 @@ def test_perturbed_kill_between_seed_states_and_backup(perturbed_task, perturbed
     monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
     resumed = _run_perturbed(perturbed_task, perturbed_model, run_dir)  # resumes at epoch 1
     _assert_same_path_run(resumed, perturbed_reference[0])
+
+
+def test_cached_hessian_resume_reproduces_uninterrupted_run(task, tmp_path):
+    # Refresh every 3 steps, 2 steps per epoch, killed in epoch 1: a resumed
+    # process starts with an empty cache, so both runs refresh at epoch starts.
+    variant = Variant("cached-hessian", newton="hessian", damping=0.1, hessian_samples=2,
+                      hessian_refresh_every=3)
+    keras.backend.clear_session()
+    model = build_variant_model(task, variant, seed=3, jit_compile=False)
+    reference = training.run_training(task, variant, 3, str(tmp_path / "reference"),
+                                      verbose=0, jit_compile=False, model=model)
+    cache = model._newton_wrappers[0].hessian_cache
+    assert cache is not None and int(cache.step.numpy()) == 2  # restarted each epoch
+    run_dir = tmp_path / "killed"
+    with pytest.raises(Killed):
+        training.run_training(task, variant, 3, str(run_dir), verbose=0, jit_compile=False,
+                              model=model, callbacks=[KillAt(epoch=1, batch=0)])
+    cache.step.assign(0)  # as in a new process
+    resumed = training.run_training(task, variant, 3, str(run_dir), verbose=0,
+                                    jit_compile=False, model=model)
+    assert (resumed["hessian_samples"], resumed["hessian_refresh_every"]) == (2, 3)
+    _assert_same(resumed, reference)

@@ -38,6 +38,8 @@ TASK_FLAGS = {
     "classify": ("model", "optimizer"),
 }
 COMMON_FLAGS = ("steps", "eval_every", "batch_size", "learning_rate", "dataset", "data_dir")
+HESSIAN_FLAGS = ("hessian_samples", "hessian_rank", "hessian_refresh_every")
+DEFAULT_OVERHEAD_NEWTON = ("none", "hessian", "fisher")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +49,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                        help="training variants (none = the loss itself)")
     group.add_argument("--damping", type=float, default=None,
                        help="Tikhonov λ for every Newton variant (default: per variant)")
+    group.add_argument("--hessian-samples", type=int, default=None,
+                       help="Newton-Hessian: empirical Hessian from this many samples "
+                            "of the batch (default: all)")
+    group.add_argument("--hessian-rank", type=int, default=None,
+                       help="Newton-Hessian: rank of a randomized sketch of the "
+                            "empirical Hessian (default: exact)")
+    group.add_argument("--hessian-refresh-every", type=int, default=None,
+                       help="Newton-Hessian: recompute the Hessian every k steps "
+                            "(default: 1, every step)")
     group.add_argument("--seeds", type=int, nargs="+", default=None, help="weight seeds")
     group.add_argument("--steps", type=int, help="optimizer steps per run")
     group.add_argument("--eval-every", type=int, help="steps between evaluations")
@@ -166,6 +177,61 @@ def _dampings(args: argparse.Namespace, task: str) -> dict:
     return dict(presets.DAMPINGS[task])
 
 
+def hessian_options(args: argparse.Namespace) -> dict:
+    """The affordable-Hessian options given (``{}`` for none).
+
+    Raises:
+      ValueError: when options are given but no variant uses the empirical
+        Hessian, or an option is not a positive int.
+    """
+    given = {key: getattr(args, key) for key in HESSIAN_FLAGS
+             if getattr(args, key, None) is not None}
+    newton = args.newton or (DEFAULT_OVERHEAD_NEWTON if args.command == "overhead"
+                             else presets.GRID_NEWTON[_task_name(args)])
+    if given and "hessian" not in newton:
+        flags = " ".join("--" + key.replace("_", "-") for key in given)
+        raise ValueError(f"{flags} apply to the Newton-Hessian variant; add hessian to "
+                         f"--newton (got {' '.join(newton)})")
+    for key, value in given.items():
+        if value < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    return given
+
+
+def _task_name(args: argparse.Namespace) -> str:
+    return args.task if args.command == "grid" else args.command
+
+
+def _method_configs(args: argparse.Namespace) -> list[dict]:
+    if args.command == "grid":
+        return ([parse_method(spec) for spec in args.methods] if args.methods
+                else [dict(m) for m in presets.GRID_METHODS[args.task]])
+    return [{}]
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Rejects, before anything is built, combinations that cannot run.
+
+    Raises:
+      ValueError: with the reason and the way out.
+    """
+    from keras_newton.bench.path_task import check_hessian_options
+
+    options = hessian_options(args)
+    if not options:
+        return
+    if args.command == "overhead":
+        configs = ([dict(presets.QUICK["path"], **task_config(args, "path"))]
+                   if "path" in args.tasks else [])
+    elif _task_name(args) == "path":
+        configs = [dict(task_config(args, "path"), **method)
+                   for method in _method_configs(args)]
+    else:
+        return
+    for config in configs:
+        check_hessian_options(config, options)
+
+
 def _seeds(args: argparse.Namespace) -> list[int]:
     if args.seeds is not None:
         return list(args.seeds)
@@ -181,7 +247,8 @@ def _run_grid(args: argparse.Namespace, task: str, methods: list[dict]) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     out = run_grid(task, methods, newton, _seeds(args), output_dir,
                    base_config=task_config(args, task), dampings=_dampings(args, task),
-                   name=args.name, verbose=args.verbose, jit_compile=not args.no_xla)
+                   hessian_options=hessian_options(args), name=args.name,
+                   verbose=args.verbose, jit_compile=not args.no_xla)
     print()
     print(out["table"])
     for kind, path in out["paths"].items():
@@ -197,7 +264,7 @@ def _run_overhead(args: argparse.Namespace) -> dict:
     from keras_newton.bench import overhead
     from keras_newton.bench.grid import TASKS
 
-    newton = args.newton or ["none", "hessian", "fisher"]
+    newton = args.newton or list(DEFAULT_OVERHEAD_NEWTON)
     lines, measured = [overhead.OVERHEAD_HEADER], {}
     for task in args.tasks:
         make_task, describe, _ = TASKS[task]
@@ -206,8 +273,8 @@ def _run_overhead(args: argparse.Namespace) -> dict:
         dampings = _dampings(args, task)
         variants = [v for v in newton if v == "none" or v in dampings]
         result = overhead.measure_overhead(
-            the_task, variants, rounds=args.rounds, damping=dampings.get("hessian", 1e-2),
-            jit_compile=not args.no_xla)
+            the_task, variants, rounds=args.rounds, dampings=dampings,
+            hessian_options=hessian_options(args), jit_compile=not args.no_xla)
         label = describe(the_task.config)
         measured[label] = result
         lines.append(overhead.overhead_table(label, result))
@@ -228,15 +295,16 @@ def _run_overhead(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as error:
+        parser.error(str(error))  # Exits with status 2 and the usage line.
     if args.command == "overhead":
         _run_overhead(args)
-    elif args.command == "grid":
-        methods = ([parse_method(spec) for spec in args.methods] if args.methods
-                   else [dict(m) for m in presets.GRID_METHODS[args.task]])
-        _run_grid(args, args.task, methods)
     else:
-        _run_grid(args, args.command, [{}])
+        _run_grid(args, _task_name(args), _method_configs(args))
     return 0
 
 
@@ -244,4 +312,5 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = ["build_parser", "main", "parse_method", "task_config"]
+__all__ = ["build_parser", "check_args", "hessian_options", "main", "parse_method",
+           "task_config"]

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import keras
 
 from keras_newton.bench import classify_task, path_task, plots, results, sort_task
-from keras_newton.bench.task import Task, Variant, build_variant_model
+from keras_newton.bench.task import Task, Variant, build_variant_model, hessian_options_for
 from keras_newton.bench.training import RECORD_FILE, run_training
 
 TASKS: dict[str, tuple[Callable[[dict], Task], Callable[[dict], str], dict]] = {
@@ -43,16 +43,31 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_") or "x"
 
 
-def variant_label(method: str, newton: str, damping: float) -> str:
-    """Row label, e.g. ``"neural_sort(τ=1) · Newton-Hessian (λ=0.01)"``."""
+def variant_label(method: str, newton: str, damping: float,
+                  hessian_options: dict | None = None) -> str:
+    """Row label, e.g. ``"neural_sort(τ=1) · Newton-Hessian (λ=0.01, rank 2)"``.
+
+    ``hessian_options`` (``hessian_samples``, ``hessian_rank``,
+    ``hessian_refresh_every``) are named when they differ from the exact,
+    every-step Hessian.
+    """
     if newton == "none":
         return f"{method} · baseline"
-    return f"{method} · {NEWTON_LABELS[newton]} (λ={damping:g})"
+    details = [f"λ={damping:g}"]
+    options = hessian_options or {}
+    if options.get("hessian_samples") is not None:
+        details.append(f"{options['hessian_samples']} samples")
+    if options.get("hessian_rank") is not None:
+        details.append(f"rank {options['hessian_rank']}")
+    if options.get("hessian_refresh_every", 1) != 1:
+        details.append(f"refresh every {options['hessian_refresh_every']}")
+    return f"{method} · {NEWTON_LABELS[newton]} ({', '.join(details)})"
 
 
 def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
              seeds: Sequence[int], output_dir: str, *, base_config: dict | None = None,
-             dampings: dict[str, float] | None = None, name: str = "results",
+             dampings: dict[str, float] | None = None,
+             hessian_options: dict | None = None, name: str = "results",
              verbose: int | str = "auto", jit_compile: bool = True,
              log: Callable[[str], None] = print) -> dict:
     """Runs every method × Newton variant × seed and writes the results files.
@@ -67,6 +82,9 @@ def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
       base_config: the task configuration shared by all runs.
       dampings: Tikhonov λ per Newton variant (``damping`` of the config
         otherwise).
+      hessian_options: ``hessian_samples``, ``hessian_rank`` and
+        ``hessian_refresh_every`` of the Newton-Hessian variant (see
+        :class:`keras_newton.bench.task.Variant`).
       name: stem of the results files.
       verbose: Keras progress-bar setting of ``fit``.
       jit_compile: XLA on (default) or off.
@@ -89,8 +107,9 @@ def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
         configs.append({"method": method, **task.config})
         for variant_name in newton:
             damping = float(dampings.get(variant_name, base.get("damping", 1.0)))
-            label = variant_label(method, variant_name, damping)
-            variant = Variant(label, newton=variant_name, damping=damping)
+            options = hessian_options_for(variant_name, hessian_options)
+            label = variant_label(method, variant_name, damping, options)
+            variant = Variant(label, newton=variant_name, damping=damping, **options)
             keras.backend.clear_session()
             model = None  # Compiled once per variant, reused (re-initialized) per seed.
             for seed in seeds:
@@ -107,6 +126,7 @@ def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
     full_config = {"task": task_name, "methods": configs, "newton": list(newton),
                    "dampings": {v: float(dampings.get(v, base.get("damping", 1.0)))
                                 for v in newton if v != "none"},
+                   "hessian_options": dict(hessian_options or {}),
                    "seeds": [int(s) for s in seeds], "jit_compile": jit_compile}
     selection = task.selection
     scales = {m: (1.0 if m == "cost_ratio" else 100.0) for m in metrics}

@@ -115,6 +115,22 @@ def path_loss(config: dict) -> keras.losses.Loss:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
+def check_hessian_options(config: dict, hessian_options: dict) -> None:
+    """Raises ValueError for affordable-Hessian options the path loss cannot use.
+
+    The smoothing and perturbed losses supply their own Monte-Carlo Hessian
+    estimates, so a sketch from autodiff Hessian-vector products
+    (``hessian_rank``) does not apply to them; subsampling does.
+    """
+    from keras_newton.hessian_estimates import validate_hessian_options
+
+    options = {"hessian_samples": None, "hessian_rank": None, "hessian_refresh_every": 1,
+               **hessian_options}
+    validate_hessian_options("hessian", options["hessian_samples"], options["hessian_rank"],
+                             0, options["hessian_refresh_every"],
+                             loss=path_loss(dict(PATH_DEFAULTS, **config)))
+
+
 def path_task(config: dict) -> Task:
     """Builds the shortest-path task of ``config`` (keys as in ``PATH_DEFAULTS``)."""
     config = dict(PATH_DEFAULTS, **config)

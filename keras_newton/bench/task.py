@@ -32,6 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_newton.hessian_estimates import validate_hessian_options
+
 NEWTON_CHOICES = ("none", "hessian", "fisher", "elementwise_hessian")
 
 
@@ -77,12 +79,22 @@ class Variant:
         ``"elementwise_hessian"``.
       damping: Tikhonov λ of the Newton step (ignored for ``"none"``).
       options: task options this variant overrides (e.g. the sorter).
+      hessian_samples: empirical Hessian from this many samples of the batch
+        (``None``: all); ``newton="hessian"`` only.
+      hessian_rank: rank of a randomized sketch of the empirical Hessian
+        (``None``: exact); ``newton="hessian"`` only.
+      hessian_refresh_every: recompute the empirical Hessian every this many
+        steps (1: every step); ``newton="hessian"`` only. See README,
+        "Affordable Hessians", and :class:`keras_newton.NewtonLossModel`.
     """
 
     name: str
     newton: str = "none"
     damping: float = 1.0
     options: tuple = ()
+    hessian_samples: int | None = None
+    hessian_rank: int | None = None
+    hessian_refresh_every: int = 1
 
     def __post_init__(self):
         if self.newton not in NEWTON_CHOICES:
@@ -90,14 +102,34 @@ class Variant:
                 f"newton must be one of {NEWTON_CHOICES}, got {self.newton!r}")
         if not np.isfinite(self.damping) or self.damping < 0:
             raise ValueError(f"damping must be finite and >= 0, got {self.damping}")
+        validate_hessian_options(self.newton, self.hessian_samples, self.hessian_rank, 0,
+                                 self.hessian_refresh_every)
 
     @property
     def is_newton(self) -> bool:
         return self.newton != "none"
 
+    def hessian_options(self) -> dict:
+        """The affordable-Hessian options, keyed as ``NewtonLossModel``'s arguments."""
+        return {"hessian_samples": self.hessian_samples, "hessian_rank": self.hessian_rank,
+                "hessian_refresh_every": self.hessian_refresh_every}
+
     def as_dict(self) -> dict:
         return {"name": self.name, "newton": self.newton, "damping": self.damping,
-                **dict(self.options)}
+                **self.hessian_options(), **dict(self.options)}
+
+
+def hessian_options_for(newton: str, hessian_options: dict | None) -> dict:
+    """The affordable-Hessian options that apply to variant ``newton``.
+
+    They concern only the empirical Hessian (``newton="hessian"``); the other
+    variants of a grid or an overhead measurement get the defaults.
+
+    Example:
+      >>> hessian_options_for("fisher", {"hessian_rank": 2})
+      {}
+    """
+    return dict(hessian_options or {}) if newton == "hessian" else {}
 
 
 def build_variant_model(task: Task, variant: Variant, seed: int,
@@ -116,7 +148,8 @@ def build_variant_model(task: Task, variant: Variant, seed: int,
     base = task.build_model()
     if variant.is_newton:
         model = NewtonLossModel(base.inputs, base.outputs, curvature=variant.newton,
-                                damping=variant.damping, name=f"{base.name}_newton")
+                                damping=variant.damping, name=f"{base.name}_newton",
+                                **variant.hessian_options())
     else:
         model = base
     model.compile(optimizer=task.make_optimizer(task.config["steps"]), loss=task.loss,

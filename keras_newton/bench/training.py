@@ -14,6 +14,11 @@ loss's noise from the beginning, so a run's result does not depend on the
 runs made before it in the process. A finished run leaves ``record.json``
 and is not repeated.
 
+With ``hessian_refresh_every = k > 1`` the Newton loss caches its curvature
+between refreshes; that cache is not saved, so the bench recomputes it at the
+first step of every epoch (then every ``k`` steps within the epoch), in
+resumed and uninterrupted runs alike.
+
 Model selection (as in the paper): the reported test metrics are those at the
 evaluation with the best validation value of ``task.selection`` (earliest on
 ties); the last evaluation's test metrics are kept as ``final_*``.
@@ -50,6 +55,21 @@ def weights_checksum(model: keras.Model) -> list[float]:
     return [float(sum(v.sum() for v in values)), float(sum((v * v).sum() for v in values))]
 
 
+def restart_curvature_caches(model: keras.Model) -> None:
+    """Makes the next step of ``model`` recompute its cached curvatures.
+
+    A :class:`keras_newton.NewtonLossModel` with ``hessian_refresh_every > 1``
+    keeps the last Hessian factorization per output in a
+    :class:`keras_newton.curvature_cache.CurvatureCache` and refreshes it when
+    the cache's call counter is a multiple of ``k``; zeroing the counter
+    forces a refresh. Models without caches are left alone.
+    """
+    for wrapper in getattr(model, "_newton_wrappers", {}).values():
+        cache = getattr(wrapper, "hessian_cache", None)
+        if cache is not None and cache.step is not None:
+            cache.step.assign(0)
+
+
 def evaluate(model: keras.Model, task: Task, split: str) -> dict[str, float]:
     """Mean of every task metric on one fixed evaluation set."""
     x, y = task.eval_sets[split]
@@ -75,7 +95,8 @@ class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
     the weights backup of that epoch; on restart the history is cut back to
     the restored epoch and the loss gets the seed states of that epoch, so an
     interruption between any two loses nothing and duplicates nothing. A
-    fresh run (nothing restored) resets the loss's seed counters to 0.
+    fresh run (nothing restored) resets the loss's seed counters to 0. Cached
+    curvatures are recomputed at the first step of every epoch.
     """
 
     def __init__(self, task: Task, run_dir: str, expected_epoch: int):
@@ -117,6 +138,9 @@ class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
+        # The cached curvature is not in the backup: recompute it at every
+        # epoch start, so a resumed run (empty cache) matches an uninterrupted one.
+        restart_curvature_caches(self.model)
         self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -157,7 +181,8 @@ def reset_model(model: keras.Model, task: Task, seed: int) -> keras.Model:
     Reusing one compiled model across seeds skips the (XLA) compilation of
     every further run; the weights are those a freshly built model of the
     same seed gets, and the optimizer's step counter and moments are zeroed.
-    (The loss's seed counters are reset by :class:`EvaluateThenBackup`.)
+    (The loss's seed counters and cached curvatures are reset by
+    :class:`EvaluateThenBackup`.)
     """
     keras.utils.set_random_seed(int(seed))
     model.set_weights(task.build_model().get_weights())
@@ -215,6 +240,7 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
         "seed": int(seed),
         "newton": variant.newton,
         "damping": variant.damping,
+        **variant.hessian_options(),
         "config": dict(task.config),
         "history": history,
         "train_seconds": float(sum(h["train_seconds"] for h in history)),
@@ -226,4 +252,5 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
     return record
 
 
-__all__ = ["EvaluateThenBackup", "evaluate", "run_training", "select", "weights_checksum"]
+__all__ = ["EvaluateThenBackup", "evaluate", "restart_curvature_caches", "run_training",
+           "select", "weights_checksum"]

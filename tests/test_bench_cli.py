@@ -147,6 +147,28 @@ def _rejected(argv, capsys):
     return capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [
+    ["path", "--loop", "while", "--newton", "hessian"],
+    ["path", "--method", "relaxed", "--loop", "while", "--newton", "none",
+     "elementwise_hessian"],
+    ["grid", "--task", "path", "--methods", "method=relaxed,loop=while",
+     "--newton", "hessian"],
+    ["overhead", "--tasks", "path", "--loop", "while"],
+])
+def test_while_loop_hessian_under_xla_is_rejected_up_front(command, capsys):
+    error = _rejected(command, capsys)
+    assert "tf.while_loop" in error and "--no-xla" in error and "--loop for" in error
+
+
+def test_while_loop_hessian_runs_without_xla_and_fisher_with_xla():
+    parser = cli.build_parser()
+    for argv in (["path", "--loop", "while", "--newton", "hessian", "--no-xla"],
+                 ["path", "--loop", "while", "--newton", "none", "fisher"],
+                 ["path", "--loop", "for", "--newton", "hessian"],
+                 ["path", "--method", "smoothing", "--loop", "while", "--newton", "hessian"]):
+        cli.check_args(parser.parse_args(argv))  # no error
+
+
 def test_bad_hessian_options_are_rejected(capsys):
     assert "add hessian to --newton" in _rejected(
         ["sort", "--newton", "fisher", "--hessian-rank", "2"], capsys)

@@ -25,3 +25,14 @@ def test_epochs_count_whole_batches(train_maps, batch_size, steps_per_epoch):
     batches = list(task.train_stream(0).take(steps_per_epoch).as_numpy_iterator())
     assert all(len(x) == batch_size for x, _ in batches)
 
+
+def test_xla_support_check():
+    check = path_task.check_xla_support
+    with pytest.raises(ValueError, match="--no-xla"):
+        check({"method": "relaxed", "loop": "while"}, ["none", "hessian"], True)
+    with pytest.raises(ValueError, match="elementwise_hessian"):
+        check({"loop": "while"}, ["elementwise_hessian"], True)  # relaxed is the default
+    check({"loop": "while"}, ["hessian"], False)
+    check({"loop": "while"}, ["none", "fisher"], True)
+    check({"loop": "for"}, ["hessian"], True)
+    check({"method": "perturbed", "loop": "while"}, ["hessian"], True)

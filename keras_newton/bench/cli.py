@@ -215,21 +215,23 @@ def check_args(args: argparse.Namespace) -> None:
     Raises:
       ValueError: with the reason and the way out.
     """
-    from keras_newton.bench.path_task import check_hessian_options
+    from keras_newton.bench.path_task import check_hessian_options, check_xla_support
 
     options = hessian_options(args)
-    if not options:
-        return
     if args.command == "overhead":
+        newton = args.newton or DEFAULT_OVERHEAD_NEWTON
         configs = ([dict(presets.QUICK["path"], **task_config(args, "path"))]
                    if "path" in args.tasks else [])
     elif _task_name(args) == "path":
+        newton = args.newton or presets.GRID_NEWTON["path"]
         configs = [dict(task_config(args, "path"), **method)
                    for method in _method_configs(args)]
     else:
         return
     for config in configs:
-        check_hessian_options(config, options)
+        check_xla_support(config, newton, not args.no_xla)
+        if options:
+            check_hessian_options(config, options)
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:

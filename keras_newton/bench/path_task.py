@@ -29,6 +29,7 @@ References:
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -41,6 +42,7 @@ from keras_newton.metrics.path_metrics import cost_ratio, perfect_match
 from keras_newton.models import warcraft_resnet
 
 METHODS = ("relaxed", "smoothing", "perturbed")
+SECOND_ORDER_NEWTON = ("hessian", "elementwise_hessian")
 DATASETS = ("terrain", "synthetic_terrain", "warcraft")
 
 # Paper defaults (Warcraft): batch 70, Adam 5e-4, 50 epochs, learning rate
@@ -113,6 +115,30 @@ def path_loss(config: dict) -> keras.losses.Loss:
     if method == "perturbed":
         return FenchelYoungLoss("shortest_path", **common)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def check_xla_support(config: dict, newton: Sequence[str], jit_compile: bool) -> None:
+    """Raises ValueError for a Hessian of the While-loop relaxation under XLA.
+
+    The Newton-Hessian variants differentiate the loss twice; second
+    derivatives of a ``tf.while_loop`` need ``TensorListReserve`` with a
+    dynamic size, which XLA does not compile. The For loop (unrolled) and
+    the Fisher variant (first derivatives only) are fine.
+
+    Args:
+      config: path-task configuration (keys as in ``PATH_DEFAULTS``).
+      newton: training variants (``"none"``, ``"hessian"``, ...).
+      jit_compile: whether the training step is XLA-compiled.
+    """
+    config = dict(PATH_DEFAULTS, **config)
+    if not jit_compile or config["method"] != "relaxed" or config["loop"] != "while":
+        return
+    second_order = [v for v in newton if v in SECOND_ORDER_NEWTON]
+    if second_order:
+        raise ValueError(
+            f"--loop while with --newton {' '.join(second_order)} cannot run under XLA "
+            "(second derivatives of a tf.while_loop do not compile: TensorListReserve); "
+            "pass --no-xla, or use --loop for")
 
 
 def check_hessian_options(config: dict, hessian_options: dict) -> None:

@@ -165,3 +165,21 @@ def test_mnist_source_gives_28_by_112_numbers(tmp_path):
         )
     assert images.shape == (2, 3, 28, 112, 1)
     assert values.shape == (2, 3) and values.max() <= 9999
+
+
+def test_mnist_source_uses_the_55000_5000_train_validation_split(monkeypatch):
+    # The split of the sorting literature: train[:55000] / train[55000:] / test.
+    tfds = pytest.importorskip("tensorflow_datasets")
+    requested = []
+
+    def fake_load(name, split=None, **kwargs):
+        requested.append((name, split))
+        images = np.zeros((3, 28, 28, 1), np.uint8)
+        return tf.data.Dataset.from_tensor_slices((images, np.arange(3, dtype=np.int64)))
+
+    monkeypatch.setattr(tfds, "load", fake_load)  # nothing is downloaded
+    for split in ("train", "validation", "test"):
+        images, labels = sources.load_image_source("mnist", split)
+        assert images.shape == (3, 28, 28, 1) and labels.tolist() == [0, 1, 2]
+    assert requested == [("mnist", "train[:55000]"), ("mnist", "train[55000:]"),
+                         ("mnist", "test")]

@@ -61,6 +61,27 @@ def test_shapes_dtypes_and_classes(maps):
     assert np.all(counts > 0.03 * counts.sum())  # every class occurs
 
 
+# Vertex weights of the published Warcraft shortest-path data (Vlastelica et
+# al., ICLR 2020), written out here so the generator is checked against the
+# specification rather than against itself.
+PUBLISHED_WARCRAFT_WEIGHTS = (0.8, 1.2, 5.3, 7.7, 9.2)
+
+
+def test_terrain_costs_are_the_published_warcraft_weights(maps):
+    assert tuple(terrain.TERRAIN_COSTS) == PUBLISHED_WARCRAFT_WEIGHTS
+    published = np.asarray(PUBLISHED_WARCRAFT_WEIGHTS)
+    weights = maps["weights"].astype(np.float64)
+    # Every generated cell weight lies within the 10 % jitter of a published weight ...
+    nearest = np.min(np.abs(weights[..., None] / published - 1.0), axis=-1)
+    assert np.all(nearest <= 0.1 + 1e-6)
+    # ... and the cells of each terrain class cluster around that class's weight.
+    for terrain_class, weight in enumerate(PUBLISHED_WARCRAFT_WEIGHTS):
+        cells = weights[maps["terrain"] == terrain_class]
+        assert cells.size > 0
+        assert abs(np.median(cells) / weight - 1.0) < 0.03
+        assert np.all(np.abs(cells / weight - 1.0) <= 0.1 + 1e-6)
+
+
 def test_costs_follow_the_warcraft_weights_with_bounded_jitter(maps):
     base = np.asarray(terrain.TERRAIN_COSTS)[maps["terrain"]]
     ratio = maps["weights"] / base

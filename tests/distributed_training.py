@@ -52,6 +52,7 @@ def main():
 
     # The module, not the kn.newton_target function of the same name.
     core = importlib.import_module("keras_newton.newton_target")
+    print(f"keras_newton from: {os.path.dirname(os.path.abspath(core.__file__))}")
 
     # Count the Woodbury solves traced, to show which solver "auto" chose.
     woodbury_solves = []

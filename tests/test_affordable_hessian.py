@@ -303,12 +303,19 @@ replicas = strategy.run(lambda b: kn.newton_target(loss, b[0], b[1], **options),
 mirrored = np.concatenate([r.numpy() for r in strategy.experimental_local_results(replicas)])
 np.testing.assert_allclose(mirrored, single, rtol=1e-9, atol=1e-9)
 print("OK", np.abs(mirrored - single).max())
+print("keras_newton from:", kn.__file__)
 """
 
 
 def test_sketch_under_mirrored_strategy_equals_single_device():
     import subprocess
 
+    # Import this checkout's keras_newton in the subprocess, whatever is installed.
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True,
-                            text=True, timeout=240)
+                            text=True, timeout=240, env=env)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+    imported = os.path.join(repo_root, "keras_newton", "__init__.py")
+    assert f"keras_newton from: {imported}" in result.stdout

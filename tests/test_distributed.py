@@ -15,6 +15,16 @@ import numpy as np
 import pytest
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_training.py")
+# The subprocesses must import this checkout's keras_newton, not whichever one
+# is installed (an editable install may point at another checkout).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(extra=None):
+    """``os.environ`` plus ``extra``, with the repository root first on PYTHONPATH."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
+    return env
 
 
 def _train(tmp_path, strategy, curvature, api, env=None, tag="", options=()):
@@ -22,7 +32,7 @@ def _train(tmp_path, strategy, curvature, api, env=None, tag="", options=()):
     out = tmp_path / f"{strategy}-{curvature}-{'-'.join(apis)}{tag}.npz"
     command = [sys.executable, SCRIPT, "--strategy", strategy, "--curvature", curvature,
                "--api", *apis, "--out", str(out), *options]
-    return subprocess.Popen(command, env={**os.environ, **(env or {})},
+    return subprocess.Popen(command, env=subprocess_env(env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT), out
 
 
@@ -41,7 +51,10 @@ def _logged(log, label):
 def _finish(process):
     output, _ = process.communicate(timeout=240)
     assert process.returncode == 0, output.decode()[-3000:]
-    return output.decode()
+    output = output.decode()
+    assert f"keras_newton from: {os.path.join(REPO_ROOT, 'keras_newton')}" in output, (
+        output[-3000:])
+    return output
 
 
 def _free_ports(count):

@@ -27,8 +27,10 @@ References:
 """
 
 import math
+import numbers
 
 import keras
+import numpy as np
 from keras.src.losses.losses import LossFunctionWrapper
 import tensorflow as tf
 
@@ -49,12 +51,27 @@ from keras_newton.woodbury import woodbury_fisher_steps
 
 
 def validate_damping(damping) -> float:
-    """Checks that ``damping`` is a finite number ``>= 0``."""
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)):
-        raise TypeError(f"damping must be a number, got {damping!r}.")
+    """Checks that ``damping`` is a finite real number ``>= 0``; returns a float.
+
+    Python and NumPy scalars are accepted (``0.1``, ``np.float32(0.1)``,
+    ``np.int64(1)``). Tensors are not: damping is validated, and chooses a
+    solver, when a loss or model is built, before any value is traced.
+
+    Example:
+
+    >>> import numpy as np
+    >>> validate_damping(np.float32(0.5))
+    0.5
+    """
+    if isinstance(damping, (bool, np.bool_)) or not isinstance(damping, numbers.Real):
+        raise TypeError(
+            "damping must be a Python or NumPy real number (it is checked when "
+            f"the loss is built, so not a tensor), got {damping!r}."
+        )
+    damping = float(damping)
     if not math.isfinite(damping) or damping < 0:
         raise ValueError(f"damping must be finite and >= 0, got {damping!r}.")
-    return float(damping)
+    return damping
 
 
 def resolve_loss(loss):

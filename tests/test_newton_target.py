@@ -1,5 +1,7 @@
 """Tests of the functional core: per-sample derivatives and Newton targets."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -298,3 +300,38 @@ def test_indefinite_and_singular_curvature_stay_finite(indefinite):
     np.testing.assert_allclose(z, np.stack([np.zeros(2), 2 * y.numpy()[:, 1]], 1), atol=1e-12)
     linear = kn.newton_target(lambda a, b: tf.reduce_sum(b, -1), tf.zeros_like(y), y, damping=0.0)
     assert np.isfinite(linear.numpy()).all()
+
+
+@pytest.mark.parametrize("value", [np.float32(0.25), np.float64(0.1), np.float16(0.5), np.int64(2), 3])
+def test_damping_accepts_python_and_numpy_real_numbers(value, rng):
+    loss = kn.NewtonLoss("mse", damping=value)
+    assert type(loss.damping) is float and loss.damping == float(value)
+    json.dumps(loss.get_config())  # an np.float32 would not serialize
+    y = tf.constant(rng.normal(size=(3, 2)))
+    t = tf.constant(rng.normal(size=(3, 2)))
+    np.testing.assert_allclose(
+        kn.newton_target("mse", t, y, damping=value),
+        kn.newton_target("mse", t, y, damping=float(value)),
+        rtol=1e-15,
+    )
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (True, TypeError), (np.bool_(True), TypeError), ("0.1", TypeError),
+        (None, TypeError), (tf.constant(0.1), TypeError), (np.array([0.1]), TypeError),
+        (np.float32("nan"), ValueError), (np.inf, ValueError), (np.float32(-0.5), ValueError),
+        (np.int64(-1), ValueError),
+    ],
+)
+def test_damping_rejects_non_numbers_and_bad_values(value, error):
+    with pytest.raises(error, match="damping"):
+        kn.NewtonLoss("mse", damping=value)
+    with pytest.raises(error, match="damping"):
+        kn.newton_target("mse", tf.zeros([2, 2]), tf.zeros([2, 2]), damping=value)
+
+
+def test_tensor_damping_error_says_a_python_number_is_needed():
+    with pytest.raises(TypeError, match="Python or NumPy real number"):
+        kn.NewtonLoss("mse", damping=tf.constant(0.1))

@@ -17,7 +17,9 @@ of output entries per sample (Keras takes the mean over them):
 For softmax cross-entropy over ``[N, T, C]`` outputs the Hessian is
 block-diagonal with one ``C x C`` block per position, scaled by ``1/T``.
 They replace nested tapes when the wrapped loss is the matching Keras loss with
-default options, and agree with autodiff to float precision (tested).
+default options, and agree with autodiff to float precision (tested). Shapes
+are checked as the matching Keras loss checks them, so a closed form never
+broadcasts targets that Keras would reject.
 
 References:
   Petersen et al., "Newton Losses", NeurIPS 2024, arXiv:2410.19055.
@@ -28,6 +30,8 @@ from typing import Optional, Tuple
 import keras
 from keras.src.losses.losses import LossFunctionWrapper
 import tensorflow as tf
+
+from keras_newton.curvature import loss_name
 
 
 def _options(loss) -> Optional[Tuple[object, dict]]:
@@ -41,6 +45,59 @@ def _is_default(options: dict, **expected) -> bool:
         if options.get(key, value) != value:
             return False
     return True
+
+
+def _shape_error(loss, y_true, y_pred, requirement: str) -> ValueError:
+    return ValueError(
+        f"y_true of shape {tuple(y_true.shape)} and y_pred of shape "
+        f"{tuple(y_pred.shape)} do not fit the loss {loss_name(loss)!r}: "
+        f"{requirement}."
+    )
+
+
+def _check_same_shape(loss, y_true, y_pred) -> None:
+    """Dense cross-entropies: Keras requires equal shapes (``None`` matches any)."""
+    if not y_true.shape.is_compatible_with(y_pred.shape):
+        raise _shape_error(
+            loss, y_true, y_pred,
+            "it needs targets of the same shape as the outputs, like Keras' "
+            "'Arguments `target` and `output` must have the same shape'",
+        )
+
+
+def _broadcasts_to_outputs(loss, y_true, y_pred) -> bool:
+    """MSE: whether ``y_pred - y_true`` has the shape of ``y_pred``.
+
+    Raises if the two do not broadcast at all (as Keras' subtraction does);
+    returns False when they broadcast to something larger than ``y_pred``
+    (``y_true [N, 3]`` with ``y_pred [N, 1]``): Keras accepts that, and
+    autodiff handles it.
+    """
+    try:
+        shape = tf.broadcast_static_shape(y_true.shape, y_pred.shape)
+    except ValueError:
+        raise _shape_error(
+            loss, y_true, y_pred, "they do not broadcast against each other"
+        ) from None
+    return shape[1:].as_list() == y_pred.shape[1:].as_list()
+
+
+def _sparse_labels(loss, labels, y_pred) -> tf.Tensor:
+    """Integer labels ``[N, ...]`` matching ``y_pred [N, ..., C]``, checked as Keras does."""
+    labels = tf.cast(labels, tf.int32)
+    if labels.shape.rank == y_pred.shape.rank:
+        if labels.shape[-1] != 1:
+            raise _shape_error(
+                loss, labels, y_pred,
+                "sparse labels need one axis fewer than the outputs, or a last axis of size 1",
+            )
+        labels = tf.squeeze(labels, axis=-1)
+    if not labels.shape.is_compatible_with(y_pred.shape[:-1]):
+        raise _shape_error(
+            loss, labels, y_pred,
+            "sparse labels need the shape of the outputs without their class axis",
+        )
+    return labels
 
 
 def _diagonal(values: tf.Tensor) -> tf.Tensor:
@@ -111,13 +168,17 @@ def closed_form_derivatives(
     fn, kwargs = options
     m = y_pred.shape[1:].num_elements()
     losses = keras.losses
+    # Different ranks: Keras squeezes or expands a last axis of size 1 first;
+    # leave those cases to autodiff, which runs Keras' own code.
+    same_rank = y_true.shape.rank == y_pred.shape.rank
     if fn is losses.mean_squared_error and not kwargs:
-        if y_true.shape.rank != y_pred.shape.rank:
+        if not same_rank or not _broadcasts_to_outputs(loss, y_true, y_pred):
             return None
         return _mse(y_true, y_pred, m)
     defaults = dict(label_smoothing=0.0, axis=-1)
     if fn is losses.categorical_crossentropy and _is_default(kwargs, **defaults):
-        if kwargs.get("from_logits") and y_true.shape.rank == y_pred.shape.rank:
+        if kwargs.get("from_logits") and same_rank:
+            _check_same_shape(loss, y_true, y_pred)
             return _softmax_cross_entropy(y_true, y_pred, m)
         return None
     if fn is losses.sparse_categorical_crossentropy and _is_default(
@@ -125,16 +186,13 @@ def closed_form_derivatives(
     ):
         if not kwargs.get("from_logits"):
             return None
-        labels = tf.cast(y_true, tf.int32)
-        if labels.shape.rank == y_pred.shape.rank:
-            labels = tf.squeeze(labels, axis=-1)
-        if labels.shape.rank != y_pred.shape.rank - 1:
-            return None
+        labels = _sparse_labels(loss, y_true, y_pred)
         one_hot = tf.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
         return _softmax_cross_entropy(one_hot, y_pred, m)
     if fn is losses.binary_crossentropy and _is_default(kwargs, **defaults):
-        if y_true.shape.rank != y_pred.shape.rank:
+        if not same_rank:
             return None
+        _check_same_shape(loss, y_true, y_pred)
         if kwargs.get("from_logits"):
             return _sigmoid_cross_entropy(y_true, y_pred, m)
         return _binary_cross_entropy(y_true, y_pred, m)

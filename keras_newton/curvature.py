@@ -32,6 +32,8 @@ References:
   with Differentiable Algorithms", NeurIPS 2024 (arXiv:2410.19055).
 """
 
+import contextlib
+import re
 from typing import Callable, Optional, Tuple
 
 import keras
@@ -73,6 +75,59 @@ def check_protocol_supports(loss, curvature: str) -> None:
         )
 
 
+def loss_name(loss) -> str:
+    """A readable name of a loss name, Keras loss, function or callable object."""
+    if isinstance(loss, str):
+        return loss
+    return (
+        getattr(loss, "name", None)
+        or getattr(loss, "__name__", None)
+        or type(loss).__name__
+    )
+
+
+# Errors TensorFlow and Keras raise for tensors of the wrong shape: ValueError
+# at trace time, InvalidArgumentError when an eager op runs.
+_SHAPE_WORDS = re.compile(r"shape|rank|dimension|broadcast|squeeze|reshape", re.IGNORECASE)
+
+
+def _shapes(structure):
+    return tf.nest.map_structure(lambda t: tuple(getattr(t, "shape", ())), structure)
+
+
+@contextlib.contextmanager
+def shape_errors_named(loss, y_true, y_pred):
+    """Re-raises the wrapped loss's shape errors as a ValueError naming both inputs.
+
+    Keras and TensorFlow report a mismatch deep inside an op (``Incompatible
+    shapes: [4,3] vs. [4,4] [Op:Sub]`` or, at trace time, an unnamed node);
+    this names ``y_true``, ``y_pred``, their shapes and the loss instead.
+    Errors that do not mention shapes pass through unchanged.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> try:
+    ...     with shape_errors_named("mse", tf.zeros([4, 3]), tf.zeros([4, 4])):
+    ...         raise ValueError("Incompatible shapes: [4,3] vs. [4,4]")
+    ... except ValueError as error:
+    ...     print(str(error).split(":")[0])
+    y_true of shape (4, 3) and y_pred of shape (4, 4) do not fit the loss 'mse'
+    """
+    try:
+        yield
+    except (ValueError, tf.errors.InvalidArgumentError) as error:
+        message = getattr(error, "message", None) or str(error)
+        if not _SHAPE_WORDS.search(message):
+            raise
+        # Eager op errors start with "{{function_node ...}}": noise here.
+        message = re.sub(r"\{\{[^}]*\}\}\s*", "", message).strip()
+        raise ValueError(
+            f"y_true of shape {_shapes(y_true)} and y_pred of shape "
+            f"{_shapes(y_pred)} do not fit the loss {loss_name(loss)!r}: {message}"
+        ) from error
+
+
 def per_sample_loss_fn(loss) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """Wraps a Keras loss or callable into ``(y_true, y_pred) -> [N]`` values.
 
@@ -83,7 +138,8 @@ def per_sample_loss_fn(loss) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     call = loss.call if isinstance(loss, keras.losses.Loss) else loss
 
     def per_sample(y_true, y_pred):
-        values = tf.convert_to_tensor(call(y_true, y_pred))
+        with shape_errors_named(loss, y_true, y_pred):
+            values = tf.convert_to_tensor(call(y_true, y_pred))
         if values.shape.rank == 0:
             raise ValueError(
                 "The wrapped loss returned a scalar; Newton losses need "

@@ -182,9 +182,10 @@ def loss_derivatives(loss, y_true, outputs, curvature, use_closed_form=True):
     """
     wants_hessian = curvature != curvature_lib.FISHER
     if curvature_lib.provides_curvature(loss):
-        gradients, hessians = loss.per_sample_derivatives(
-            y_true, outputs, hessian=wants_hessian
-        )
+        with curvature_lib.shape_errors_named(loss, y_true, outputs):
+            gradients, hessians = loss.per_sample_derivatives(
+                y_true, outputs, hessian=wants_hessian
+            )
     else:
         known = closed_form_derivatives(loss, y_true, outputs) if use_closed_form else None
         if known is None:
@@ -264,6 +265,12 @@ def newton_target(
       whose gradient is not finite get ``z* = y`` (no step); if the batch
       curvature is not finite the step falls back to the plain gradient step
       ``z* = y - g`` (Theorem 2 of the paper: ordinary training).
+
+    Raises:
+      ValueError: for unknown options, negative damping, outputs without a
+        batch and an output axis, or ``y_true`` and ``y_pred`` whose shapes
+        the loss does not accept (the message names both shapes).
+      TypeError: for a non-numeric damping or integer outputs.
     """
     curvature_lib.validate_curvature(curvature)
     damping = validate_damping(damping)

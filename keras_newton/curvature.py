@@ -13,6 +13,11 @@ and a curvature matrix built from second derivatives or from the gradients:
 Cross-sample blocks of the batch Hessian are dropped: Keras losses are means
 of independent per-sample terms, so those blocks are zero anyway.
 
+**Non-finite samples.** A sample whose gradient (or, where per-sample
+Hessians are formed, whose Hessian) is not finite is left out of the batch
+means: ``H̄`` and ``F̄`` average over the usable samples only, so one NaN
+output does not poison the curvature of the whole batch.
+
 **Curvature protocol.** A loss that autodiff cannot differentiate twice (a
 Monte-Carlo estimator, a non-differentiable algorithm) supplies its own
 estimates by defining::
@@ -153,6 +158,35 @@ def per_sample_loss_fn(loss) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     return per_sample
 
 
+def finite_rows(values: tf.Tensor) -> tf.Tensor:
+    """``[N, 1]`` booleans: which samples of ``values`` ``[N, ...]`` are all finite."""
+    flat = tf.reshape(values, [tf.shape(values)[0], -1])
+    return tf.reduce_all(tf.math.is_finite(flat), axis=1, keepdims=True)
+
+
+def usable_count(usable: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
+    """The number of usable samples (``True`` rows of ``usable``) as a float."""
+    return tf.reduce_sum(tf.cast(usable, dtype))
+
+
+def masked_mean(matrices: tf.Tensor, usable: tf.Tensor) -> tf.Tensor:
+    """Mean of ``matrices`` ``[N, m, m]`` over the usable samples only.
+
+    ``tf.where`` (not a product with a 0/1 mask) drops the left-out samples,
+    since ``0 * NaN`` is NaN. With no usable sample the mean is zero.
+
+    Example:
+
+    >>> import numpy as np, tensorflow as tf
+    >>> matrices = tf.constant([[[1.0]], [[np.nan]], [[3.0]]])
+    >>> masked_mean(matrices, finite_rows(matrices)).numpy()
+    array([[2.]], dtype=float32)
+    """
+    kept = tf.where(usable[..., None], matrices, tf.zeros_like(matrices))
+    count = usable_count(usable, matrices.dtype)
+    return tf.reduce_sum(kept, axis=0) / tf.maximum(count, 1.0)
+
+
 def autodiff_derivatives(
     per_sample: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
     y_true: tf.Tensor,
@@ -169,12 +203,27 @@ def autodiff_derivatives(
 
     Returns:
       ``(gradients [N, m], matrix)`` where ``matrix`` is the mean Hessian
-      ``[m, m]`` for ``"hessian"``, per-sample Hessians ``[N, m, m]`` for
-      ``"elementwise_hessian"`` and ``None`` for ``"fisher"``.
+      ``[m, m]`` for ``"hessian"`` (over the samples with a finite gradient;
+      see :func:`autodiff_mean_hessian`), per-sample Hessians ``[N, m, m]``
+      for ``"elementwise_hessian"`` and ``None`` for ``"fisher"``.
     """
-    shape = tf.shape(y_pred)
     m = y_pred.shape[1:].num_elements()
     flat = tf.reshape(tf.stop_gradient(y_pred), [-1, m])
+    gradients_at = _gradient_function(per_sample, y_true, tf.shape(y_pred))
+
+    if curvature == FISHER:
+        return gradients_at(flat), None
+    if curvature == ELEMENTWISE_HESSIAN:
+        with tf.GradientTape() as outer:
+            outer.watch(flat)
+            gradients = gradients_at(flat)
+        return gradients, outer.batch_jacobian(gradients, flat, unconnected_gradients=ZERO)
+    gradients = gradients_at(flat)
+    return gradients, autodiff_mean_hessian(gradients_at, flat, finite_rows(gradients))
+
+
+def _gradient_function(per_sample, y_true, shape):
+    """``[N, m] -> [N, m]``: each sample's gradient of its own loss."""
 
     def gradients_at(outputs):
         with tf.GradientTape() as tape:
@@ -185,21 +234,32 @@ def autodiff_derivatives(
         # sample's own gradient in its row.
         return tape.gradient(total, outputs, unconnected_gradients=ZERO)
 
-    if curvature == FISHER:
-        return gradients_at(flat), None
-    if curvature == ELEMENTWISE_HESSIAN:
-        with tf.GradientTape() as outer:
-            outer.watch(flat)
-            gradients = gradients_at(flat)
-        return gradients, outer.batch_jacobian(gradients, flat, unconnected_gradients=ZERO)
-    # Empirical Hessian: shift every sample by one shared vector v; the
-    # Jacobian of sum_i g_i(y_i + v) in v at v = 0 is sum_i H_i, an m x m
-    # matrix, without materializing N per-sample Hessians.
+    return gradients_at
+
+
+def autodiff_mean_hessian(
+    gradients_at: Callable[[tf.Tensor], tf.Tensor], flat: tf.Tensor, usable: tf.Tensor
+) -> tf.Tensor:
+    """Mean Hessian ``[m, m]`` of the ``usable`` samples, without per-sample Hessians.
+
+    Every usable sample is shifted by one shared vector ``v``; the Jacobian
+    of ``Σ_i g_i(y_i + v)`` in ``v`` at ``v = 0`` is ``Σ_{usable} H_i``, an
+    ``m x m`` matrix, and no ``N`` per-sample Hessians are materialized.
+
+    Args:
+      gradients_at: ``[N, m] -> [N, m]`` per-sample gradients.
+      flat: ``[N, m]`` outputs, gradient stopped.
+      usable: ``[N, 1]`` booleans, normally the samples with finite gradients.
+        A sample whose gradient is finite but whose Hessian is not still
+        makes the mean non-finite (its Hessian is never formed on its own).
+    """
+    m = flat.shape[-1]
     shift = tf.zeros([m], dtype=flat.dtype)
     with tf.GradientTape() as outer:
         outer.watch(shift)
-        gradients = gradients_at(flat + shift)
-        gradient_sum = tf.reduce_sum(gradients, axis=0)
+        # Left-out samples are not shifted: tf.where drops their (NaN)
+        # cotangents, where multiplying by a 0/1 mask would keep 0 * NaN.
+        shifted = flat + tf.where(usable, shift, tf.zeros_like(flat))
+        gradient_sum = tf.reduce_sum(gradients_at(shifted), axis=0)
     hessian_sum = outer.jacobian(gradient_sum, shift, unconnected_gradients=ZERO)
-    count = tf.cast(tf.shape(flat)[0], flat.dtype)
-    return gradients, hessian_sum / count
+    return hessian_sum / tf.maximum(usable_count(usable, flat.dtype), 1.0)

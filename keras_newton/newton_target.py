@@ -114,21 +114,38 @@ def _check_outputs(y_true: tf.Tensor, y_pred: tf.Tensor) -> int:
     return y_pred.shape[1:].num_elements()
 
 
+def _replica_context():
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
 def global_batch_mean(mean: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
     """The mean over the global batch when running on several replicas.
 
     In a replica context of a ``tf.distribute`` strategy, sums and counts are
     all-reduced separately (the pattern of Keras' synchronized batch norm), so
     the curvature equals the single-device statistic of the whole global
-    batch. Elsewhere ``mean`` is returned unchanged.
+    batch. ``count`` is the number of samples ``mean`` averages (the usable
+    ones, so left-out samples weigh nothing on any replica). Elsewhere
+    ``mean`` is returned unchanged.
     """
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
+    context = _replica_context()
+    if context is None:
         return mean
     total, total_count = context.all_reduce(
         tf.distribute.ReduceOp.SUM, [mean * count, count]
     )
-    return total / total_count
+    return total / tf.maximum(total_count, 1.0)
+
+
+def global_batch_sum(value: tf.Tensor) -> tf.Tensor:
+    """``value`` summed over the replicas (unchanged on a single one)."""
+    context = _replica_context()
+    if context is None:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 SOLVERS = ("auto", "dense", "woodbury", "cg")
@@ -173,12 +190,17 @@ def choose_solver(solver, curvature, damping, m, batch_size, loss, indefinite="a
 
 
 def loss_derivatives(loss, y_true, outputs, curvature, use_closed_form=True):
-    """Per-sample gradients ``[N, m]`` and the curvature for ``curvature``.
+    """Per-sample gradients, the curvature, and which samples are usable.
 
-    The curvature is ``[m, m]`` (empirical Hessian), ``[N, m, m]``
-    (element-wise Hessian) or ``None`` (Fisher, built from the gradients).
     Sources, in order: the loss's own :mod:`curvature protocol
-    <keras_newton.curvature>`, closed forms, nested tapes.
+    <keras_newton.curvature>`, closed forms, nested tapes. A sample is usable
+    when its gradient and, where per-sample Hessians are formed, its Hessian
+    are finite; the empirical Hessian is the mean over the usable samples.
+
+    Returns:
+      ``(gradients [N, m], matrix, usable [N, 1])`` where ``matrix`` is
+      ``[m, m]`` (empirical Hessian), ``[N, m, m]`` (element-wise Hessian) or
+      ``None`` (Fisher, built from the gradients).
     """
     wants_hessian = curvature != curvature_lib.FISHER
     if curvature_lib.provides_curvature(loss):
@@ -189,15 +211,21 @@ def loss_derivatives(loss, y_true, outputs, curvature, use_closed_form=True):
     else:
         known = closed_form_derivatives(loss, y_true, outputs) if use_closed_form else None
         if known is None:
-            return curvature_lib.autodiff_derivatives(
+            gradients, matrix = curvature_lib.autodiff_derivatives(
                 curvature_lib.per_sample_loss_fn(loss), y_true, outputs, curvature
             )
+            usable = curvature_lib.finite_rows(gradients)
+            if curvature == curvature_lib.ELEMENTWISE_HESSIAN:
+                usable = tf.logical_and(usable, curvature_lib.finite_rows(matrix))
+            return gradients, matrix, usable
         gradients, hessians = known
+    usable = curvature_lib.finite_rows(gradients)
     if not wants_hessian:
-        return gradients, None
+        return gradients, None, usable
+    usable = tf.logical_and(usable, curvature_lib.finite_rows(hessians))
     if curvature == curvature_lib.HESSIAN:
-        hessians = tf.reduce_mean(hessians, axis=0)
-    return gradients, hessians
+        hessians = curvature_lib.masked_mean(hessians, usable)
+    return gradients, hessians, usable
 
 
 def newton_target(
@@ -262,8 +290,12 @@ def newton_target(
 
     Returns:
       ``z*`` with the shape and dtype of ``y_pred``, gradient stopped. Samples
-      whose gradient is not finite get ``z* = y`` (no step); if the batch
-      curvature is not finite the step falls back to the plain gradient step
+      whose gradient (or per-sample Hessian, where one is formed) is not
+      finite get ``z* = y`` (no step) and are left out of the batch
+      curvature, so the other samples keep their Newton steps. If the batch
+      curvature is still not finite (a sample with a finite gradient but a
+      non-finite Hessian on the autodiff empirical-Hessian path, or a
+      ``hessian_rank`` sketch) the step falls back to the plain gradient step
       ``z* = y - g`` (Theorem 2 of the paper: ordinary training).
 
     Raises:
@@ -290,14 +322,15 @@ def newton_target(
         y_true = tf.cast(y_true, dtype)
     solver = choose_solver(solver, curvature, damping, m, y_pred.shape[0], loss, indefinite)
     # Matrix-free solvers need gradients only; their curvature is implicit.
-    gradients, matrix = loss_derivatives(
+    gradients, matrix, usable = loss_derivatives(
         loss, y_true, outputs,
         curvature_lib.FISHER if solver != "dense" or affordable else curvature,
         use_closed_form,
     )
     gradients = tf.reshape(tf.cast(gradients, dtype), [-1, m])
-    sample_ok = tf.reduce_all(tf.math.is_finite(gradients), axis=1, keepdims=True)
-    gradients = tf.where(sample_ok, gradients, tf.zeros_like(gradients))
+    usable = tf.reshape(usable, [-1, 1])
+    gradients = tf.where(usable, gradients, tf.zeros_like(gradients))
+    count = curvature_lib.usable_count(usable, dtype)
 
     matrix_ok = True
     if affordable:
@@ -306,7 +339,7 @@ def newton_target(
             hessian_samples, hessian_rank, hessian_seed, hessian_cache,
         )
     elif solver == "woodbury":
-        step = woodbury_fisher_steps(gradients, damping)
+        step = _usable_woodbury_steps(gradients, count, damping)
     elif solver == "cg":
         product = per_sample_hessian_vector_product(
             curvature_lib.per_sample_loss_fn(loss), y_true, outputs
@@ -317,19 +350,19 @@ def newton_target(
         )
     elif curvature == curvature_lib.ELEMENTWISE_HESSIAN:
         matrix = tf.cast(matrix, dtype)
-        matrix_ok = tf.reduce_all(tf.math.is_finite(matrix), axis=[1, 2])[:, None]
-        matrix = tf.where(matrix_ok[..., None], matrix, tf.zeros_like(matrix))
+        matrix = tf.where(usable[..., None], matrix, tf.zeros_like(matrix))
         step = damped_solve(matrix, gradients[:, None, :], damping, indefinite)[:, 0]
     else:
-        count = tf.cast(tf.shape(gradients)[0], dtype)
         if curvature == curvature_lib.FISHER:
-            matrix = tf.matmul(gradients, gradients, transpose_a=True) / count
+            matrix = tf.matmul(gradients, gradients, transpose_a=True) / tf.maximum(count, 1.0)
         matrix = global_batch_mean(tf.cast(matrix, dtype), count)
         matrix_ok = tf.reduce_all(tf.math.is_finite(matrix))
         matrix = tf.where(matrix_ok, matrix, tf.zeros_like(matrix))
         step = damped_solve(matrix, gradients, damping, indefinite)
     step = tf.where(matrix_ok, step, gradients)
-    step_ok = tf.reduce_all(tf.math.is_finite(step), axis=1, keepdims=True)
+    step_ok = tf.logical_and(
+        usable, tf.reduce_all(tf.math.is_finite(step), axis=1, keepdims=True)
+    )
     step = tf.where(step_ok, step, tf.zeros_like(step))
 
     flat_outputs = tf.reshape(outputs, [-1, m])
@@ -339,17 +372,42 @@ def newton_target(
     return tf.stop_gradient(tf.cast(target, y_pred.dtype))
 
 
+def _usable_woodbury_steps(gradients, count, damping):
+    """Woodbury Fisher steps with the Fisher averaged over the usable samples.
+
+    :func:`woodbury_fisher_steps` divides ``GᵀG`` by the whole (global) batch
+    size ``N``; left-out samples are zero rows of ``G``. Scaling ``G`` by
+    ``s = sqrt(N / k)``, with ``k`` usable samples, makes that ``GᵀG / k``
+    (the dense path's Fisher); the steps of the scaled rows are ``s`` times
+    the wanted ones.
+    """
+    total = global_batch_sum(tf.cast(tf.shape(gradients)[0], gradients.dtype))
+    usable_total = global_batch_sum(count)
+    scale = tf.sqrt(total / tf.maximum(usable_total, 1.0))
+    return woodbury_fisher_steps(gradients * scale, damping) / scale
+
+
 def _affordable_hessian_step(loss, y_true, outputs, gradients, damping, indefinite,
                              use_closed_form, samples, rank, seed, cache):
     """Newton steps from a subsampled / sketched / cached empirical Hessian."""
     m = gradients.shape[-1]
+    # The dense estimate averages the usable samples of the (sub)batch only;
+    # the all-reduce must weigh each replica by that count, not the batch size.
+    usable_counts = []
 
     def dense_mean_hessian(targets, values):
-        return loss_derivatives(loss, targets, values, curvature_lib.HESSIAN, use_closed_form)[1]
+        _, mean, usable = loss_derivatives(
+            loss, targets, values, curvature_lib.HESSIAN, use_closed_form
+        )
+        usable_counts.append(curvature_lib.usable_count(usable, values.dtype))
+        return mean
+
+    def batch_mean(mean, count):
+        return global_batch_mean(mean, usable_counts.pop() if usable_counts else count)
 
     def compute():
         return mean_hessian_factorization(
-            loss, y_true, outputs, dense_mean_hessian, global_batch_mean,
+            loss, y_true, outputs, dense_mean_hessian, batch_mean,
             hessian_samples=samples, hessian_rank=rank, hessian_seed=seed,
         )
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import keras_newton as kn
+from keras_newton import curvature as curvature_lib
 from keras_newton.closed_forms import closed_form_derivatives
 from keras_newton.curvature import autodiff_derivatives, per_sample_loss_fn
 from conftest import run_in_mode
@@ -567,3 +568,65 @@ def test_left_out_samples_weigh_nothing_in_the_cross_replica_curvature():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mirrored ok" in result.stdout
+
+
+CLOSED_FORM_CASES = {
+    **{name: make_loss for name, (make_loss, _) in LOSS_CASES.items()},
+    "sparse_ce": lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+}
+
+
+def _no_autodiff(*args, **kwargs):
+    raise AssertionError("the closed form was expected, not nested tapes")
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_FORM_CASES))
+@pytest.mark.parametrize("curvature", kn.CURVATURES)
+def test_closed_form_targets_agree_across_execution_modes(name, curvature, mode, rng, monkeypatch):
+    if name == "sparse_ce":
+        logits, one_hot = _case_data("softmax_ce", rng)
+        y, t = logits, one_hot.argmax(-1)
+    else:
+        y, t = _case_data(name, rng)
+    y, t = tf.constant(y, tf.float32), tf.constant(t, tf.int32 if name == "sparse_ce" else tf.float32)
+    # Every mode must take the closed-form path, not fall back to autodiff.
+    monkeypatch.setattr(curvature_lib, "autodiff_derivatives", _no_autodiff)
+
+    def target(a, b):
+        return kn.newton_target(CLOSED_FORM_CASES[name](), a, b, curvature=curvature, damping=0.1)
+
+    expected = target(t, y).numpy()
+    got = run_in_mode(mode, target, t, y)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(expected - y.numpy()).max() > 1e-3  # a real step was taken
+
+
+class _LogSumExpProtocolLoss:
+    """Softmax cross-entropy through the curvature protocol (no closed form)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, y_true, y_pred):
+        return tf.reduce_logsumexp(y_pred, axis=-1) - tf.reduce_sum(y_true * y_pred, axis=-1)
+
+    def per_sample_derivatives(self, y_true, y_pred, hessian):
+        self.calls += 1
+        q = tf.nn.softmax(y_pred)
+        hessians = tf.linalg.diag(q) - q[:, :, None] * q[:, None, :] if hessian else None
+        return q - y_true, hessians
+
+
+@pytest.mark.parametrize("curvature", kn.CURVATURES)
+def test_curvature_protocol_targets_agree_across_execution_modes(curvature, mode, rng, monkeypatch):
+    y, t = _case_data("softmax_ce", rng)
+    gradients, hessians = LOSS_CASES["softmax_ce"][1](y, t)
+    expected = _numpy_newton_target(gradients, hessians, y, 0.1, curvature)
+    monkeypatch.setattr(curvature_lib, "autodiff_derivatives", _no_autodiff)
+    loss = _LogSumExpProtocolLoss()
+    got = run_in_mode(
+        mode, lambda a, b: kn.newton_target(loss, a, b, curvature=curvature, damping=0.1),
+        tf.constant(t, tf.float32), tf.constant(y, tf.float32),
+    )
+    assert loss.calls == 1
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)

@@ -88,3 +88,52 @@ def test_mixed_precision_outputs(rng):
         keras.mixed_precision.set_dtype_policy(policy)
     assert np.isfinite(history["loss"]).all()
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def _numpy_cross_entropy_newton_values(logits, labels, damping, curvature):
+    """Per-sample ½‖z* - y‖² and Newton steps of softmax CE, in NumPy."""
+    q = np.exp(logits - logits.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    g = q - labels
+    hessians = np.stack([np.diag(v) - np.outer(v, v) for v in q])
+    eye = np.eye(logits.shape[1])
+    if curvature == "elementwise_hessian":
+        steps = np.stack([np.linalg.solve(h + damping * eye, v) for h, v in zip(hessians, g)])
+    else:
+        matrix = hessians.mean(0) if curvature == "hessian" else g.T @ g / len(g)
+        steps = np.linalg.solve(matrix + damping * eye, g.T).T
+    return 0.5 * (steps**2).sum(1), steps
+
+
+@pytest.mark.parametrize("curvature", kn.CURVATURES)
+def test_sample_weights_scale_per_sample_values_not_the_curvature(curvature, rng):
+    logits = rng.normal(size=(5, 3))
+    labels = np.eye(3)[[0, 2, 1, 1, 0]]
+    weights = np.array([1.0, 0.0, 3.5, 0.25, 2.0])
+    values, steps = _numpy_cross_entropy_newton_values(logits, labels, 0.1, curvature)
+    weighted = values * weights
+    expected = {
+        None: weighted,
+        "sum": weighted.sum(),
+        "sum_over_batch_size": weighted.sum() / 5,
+        "mean": weighted.sum() / 5,
+        "mean_with_sample_weight": weighted.sum() / weights.sum(),
+    }
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    y = tf.constant(logits, tf.float64)
+    t = tf.constant(labels, tf.float64)
+    for reduction, value in expected.items():
+        loss = kn.NewtonLoss(ce, curvature=curvature, damping=0.1, reduction=reduction,
+                             dtype="float64")
+        for sample_weight in (weights, weights[:, None]):
+            got = loss(t, y, sample_weight=tf.constant(sample_weight))
+            # Unreduced values take the weights' shape ([N] or [N, 1]), as in Keras.
+            got = np.reshape(got, np.shape(value))
+            np.testing.assert_allclose(got, value, rtol=1e-9, err_msg=str(reduction))
+    # Each weight scales its own sample's Newton step.
+    with tf.GradientTape() as tape:
+        tape.watch(y)
+        newton = kn.NewtonLoss(ce, curvature=curvature, damping=0.1, reduction="sum",
+                               dtype="float64")
+        total = newton(t, y, sample_weight=weights)
+    np.testing.assert_allclose(tape.gradient(total, y), weights[:, None] * steps, rtol=1e-8, atol=1e-12)

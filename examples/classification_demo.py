@@ -6,6 +6,11 @@ once each with the Newton-Hessian and Newton-Fisher losses of Petersen et al.
 (NeurIPS 2024), over a few seeds, and prints test accuracy and cross-entropy.
 
     python examples/classification_demo.py --epochs 8 --seeds 2
+
+A quick check that everything runs (seconds, not a meaningful comparison):
+
+    python examples/classification_demo.py --epochs 1 --seeds 1 --train-size 128 \
+        --no-jit-compile
 """
 
 import argparse
@@ -21,12 +26,13 @@ from sklearn.datasets import load_digits
 import keras_newton as kn
 
 
-def load_data(seed=0):
+def load_data(seed=0, train_size=None):
+    """Digits split into 400 test and the rest (or ``train_size``) training images."""
     digits = load_digits()
     x = (digits.data / 16.0).astype("float32")
     y = keras.utils.to_categorical(digits.target, 10).astype("float32")
     order = np.random.default_rng(seed).permutation(len(x))
-    test, train = order[:400], order[400:]
+    test, train = order[:400], order[400:][:train_size]
     return (x[train], y[train]), (x[test], y[test])
 
 
@@ -49,7 +55,7 @@ def run(variant, seed, args, data):
         keras.optimizers.Adam(args.learning_rate),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=True,
+        jit_compile=args.jit_compile,
     )
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
@@ -66,10 +72,15 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--damping", type=float, default=0.1)
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="use only this many training images (default: all 1397)")
+    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="compile train steps with XLA (default); --no-jit-compile "
+                             "skips the compile time in quick checks")
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
 
-    data = load_data()
+    data = load_data(train_size=args.train_size)
     rows = []
     for variant in ("regular", "hessian", "fisher"):
         results = np.array([run(variant, seed, args, data) for seed in range(args.seeds)])

@@ -38,6 +38,14 @@ class NewtonLoss(keras.losses.Loss):
     loss in ``fit()`` logs, add it as a metric or use
     :class:`keras_newton.NewtonLossModel`.
 
+    Non-finite samples: a sample whose output (or gradient) is NaN or inf gets
+    no step and is left out of the batch curvature, and this loss sends a zero
+    gradient back to its output. That cannot keep NaN out of the weights,
+    though: Keras' own ``train_step`` backpropagates through the network and
+    applies the gradients, and a NaN activation times a zero output gradient
+    is still NaN. :class:`keras_newton.NewtonLossModel`, whose ``train_step``
+    drops non-finite weight gradients, is the way to get that guarantee.
+
     Example:
 
     >>> import keras, numpy as np, keras_newton as kn

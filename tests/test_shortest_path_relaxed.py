@@ -203,6 +203,34 @@ def test_hessian_by_nested_tapes_matches_finite_differences(mode, loop, rng):
     np.testing.assert_allclose(analytic, analytic.T, atol=1e-8)
 
 
+@pytest.mark.parametrize("mode", ["eager", "xla"])
+def test_float32_second_derivatives_are_finite_next_to_far_cells(mode, rng):
+    # Neighbours at distance 1e12 (outside the grid or not reached yet) have
+    # weight exactly 0, but their 1e12 gaps used to reach second derivatives
+    # as beta² · 1e24 · 0 and overflow float32 to NaN (here: 8x8, 8 sweeps;
+    # 12x12 with the default 24 sweeps too). Compared with float64.
+    costs = rng.uniform(0.5, 2.0, size=(2, 8, 8))
+    direction = rng.normal(size=(2, 8, 8))
+
+    def hessian_vector_product(c, v):
+        with tf.GradientTape() as outer:
+            outer.watch(c)
+            with tf.GradientTape() as inner:
+                inner.watch(c)
+                path = relaxed_shortest_path(c, beta=10.0, n_iter=8)
+                value = tf.reduce_sum(tf.square(path))
+            directional = tf.reduce_sum(inner.gradient(value, c) * v)
+        return outer.gradient(directional, c)
+
+    results = {dtype: run_in_mode(mode, hessian_vector_product, tf.constant(costs, dtype),
+                                  tf.constant(direction, dtype))
+               for dtype in (tf.float32, tf.float64)}
+    assert np.isfinite(results[tf.float32]).all()
+    assert np.abs(results[tf.float64]).max() > 1e-3
+    np.testing.assert_allclose(results[tf.float32], results[tf.float64],
+                               rtol=2e-3, atol=2e-3 * np.abs(results[tf.float64]).max())
+
+
 def test_while_respects_max_iter(rng):
     costs = rng.uniform(0.2, 1.0, size=(2, 5, 5))
     out = relaxed_shortest_path(tf.constant(costs), beta=3.0, n_iter=6, loop="while", max_iter=3)

@@ -50,14 +50,32 @@ def validate_relaxed_args(beta, n_iter, loop, max_iter, epsilon):
     return beta, epsilon
 
 
-def _softmin_weights(distance, pad, beta):
-    """Neighbour distances ``u`` ``[B, H, W, 8]`` and ``softmax(-β u)``."""
+# Neighbours whose β-scaled distance above the nearest one exceeds this have
+# softmin weight exactly 0 in float32 and float64 (exp(-1e4) underflows).
+NEGLIGIBLE = 1e4
+
+
+def _softmin(distance, pad, beta):
+    """Softmin over the 8 neighbours: ``(Σ_k w_k u_k, w)`` with ``w = softmax(-β u)``.
+
+    Computed as ``min u + Σ_k w_k (u_k - min u)`` (equal, since ``Σ w = 1``)
+    over the neighbours that are not negligible: those ``β(u_k - min u) >
+    10⁴`` above the nearest (unreached or out-of-grid cells, ``u ~ 10¹²``)
+    have weight exactly 0 in float32 and float64 either way, but their
+    ``10¹²`` gaps would enter second derivatives as ``β²(u - d)² w ~ 10²⁶ · 0``
+    and overflow float32 to ``inf · 0 = NaN``.
+    """
     neighbours = grid.neighbour_values(distance, pad)
-    # Shift by the (constant) minimum before scaling: softmax is shift
+    nearest = tf.reduce_min(neighbours, -1, keepdims=True)
+    # Shift by the nearest neighbour before scaling: softmax is shift
     # invariant, and XLA's fused -β·u - max(-β·u) loses all precision at
     # |u| ~ 1e12 (it returned NaN for all-out-of-grid neighbourhoods).
-    shifted = neighbours - tf.stop_gradient(tf.reduce_min(neighbours, -1, keepdims=True))
-    return neighbours, tf.nn.softmax(-beta * shifted, axis=-1)
+    shifted = neighbours - tf.stop_gradient(nearest)
+    negligible = tf.stop_gradient(beta * shifted) > NEGLIGIBLE
+    far = tf.fill(tf.shape(shifted), tf.constant(2 * NEGLIGIBLE / beta, shifted.dtype))
+    weights = tf.nn.softmax(-beta * tf.where(negligible, far, shifted), axis=-1)
+    gaps = tf.where(negligible, tf.zeros_like(shifted), neighbours - nearest)
+    return nearest[..., 0] + tf.reduce_sum(weights * gaps, axis=-1), weights
 
 
 def _repeat(body, state, count: int, unroll: bool):
@@ -88,14 +106,14 @@ def _forward(costs, source, beta, n_iter, absorbing_source, unroll):
     pad = tf.constant(INFINITY, costs.dtype)
 
     def sweep(distance):
-        neighbours, weights = _softmin_weights(distance, pad, beta)
-        distance = tf.reduce_sum(weights * neighbours, axis=-1) + costs
+        expected, _ = _softmin(distance, pad, beta)
+        distance = expected + costs
         return (tf.where(source, tf.zeros_like(distance), distance),)
 
     distance = tf.where(source, tf.zeros_like(costs), tf.fill(tf.shape(costs), pad))
     # The weights of sweep n_iter are those of the distances after n_iter - 1.
     (distance,) = _repeat(sweep, (distance,), n_iter - 1, unroll)
-    _, weights = _softmin_weights(distance, pad, beta)
+    _, weights = _softmin(distance, pad, beta)
     if absorbing_source:
         # The source has no predecessor: mass that reaches it leaves the grid.
         weights = tf.where(source[..., None], tf.zeros_like(weights), weights)

@@ -10,7 +10,13 @@ Two measurements (Petersen et al., NeurIPS 2024, skipped Hessians for the
   compile time of each variant's first step (first call minus its median).
   With ``hessian_refresh_every = k`` steps differ (every ``k``-th refreshes),
   so the ratio of *mean* step times over whole multiples of ``k`` is
-  reported next to the median.
+  reported next to the median. Variants: ``regular``, ``exact`` (full
+  ``m×m`` Hessian by nested tapes), ``affordable`` (subsample + rank-r
+  sketch + cached refresh, autodiff products) with the unrolled relaxed
+  path, and ``regular_while`` / ``affordable_while_fd`` with its loops as
+  ``tf.while_loop`` s and finite-difference products (first derivatives
+  only, so XLA compiles them in seconds); each ratio is to the regular
+  variant with the same loops.
 * **accuracy**: regular, exact-Hessian and affordable-Hessian training on
   the offline synthetic terrain maps (:mod:`keras_newton.datasets.terrain`)
   over seeds; test perfect-match rate and cost ratio (exact shortest path of
@@ -40,19 +46,35 @@ from keras_newton.datasets.terrain import make_terrain_arrays
 from keras_newton.models.warcraft_resnet import warcraft_resnet
 from keras_newton.shortest_path import relaxed_shortest_path, shortest_path
 
-# name -> NewtonLoss options (None: the regular loss).
+AFFORDABLE = dict(hessian_samples=4, hessian_rank=8, hessian_refresh_every=10)
+
+# name -> NewtonLoss options (None: the regular loss). Two extra keys: "unroll"
+# (False: the relaxed path's loops run as tf.while_loops, default True) and
+# "regular" (True: train on the loss itself).
 DEFAULT_VARIANTS = {
     "regular": None,
     "exact": dict(),
-    "affordable": dict(hessian_samples=4, hessian_rank=8, hessian_refresh_every=10),
+    "affordable": AFFORDABLE,
+    "regular_while": dict(regular=True, unroll=False),
+    "affordable_while_fd": dict(AFFORDABLE, unroll=False,
+                                hessian_products="finite_differences"),
 }
 
 
-def relaxed_path_loss(beta: float = 10.0, n_iter=None):
+def split_variant(options):
+    """``(unroll, NewtonLoss options or None)`` of a variant's options."""
+    if options is None:
+        return True, None
+    options = dict(options)
+    unroll = bool(options.pop("unroll", True))
+    return unroll, (None if options.pop("regular", False) else options)
+
+
+def relaxed_path_loss(beta: float = 10.0, n_iter=None, unroll: bool = True):
     """Per-sample L1 distance between the relaxed path of costs and the true path."""
 
     def loss(y_true, y_pred):
-        path = relaxed_shortest_path(y_pred, beta=beta, n_iter=n_iter)
+        path = relaxed_shortest_path(y_pred, beta=beta, n_iter=n_iter, unroll=unroll)
         return tf.reduce_mean(tf.abs(path - tf.cast(y_true, path.dtype)), axis=[1, 2])
 
     return loss
@@ -74,10 +96,12 @@ def cell_mlp(input_shape, grid_size: int) -> keras.Model:
 MODELS = {"warcraft_resnet": warcraft_resnet, "cell_mlp": cell_mlp}
 
 
-def _compiled_model(seed, input_shape, grid_size, options, loss, damping, jit_compile,
+def _compiled_model(seed, input_shape, grid_size, options, beta, n_iter, damping, jit_compile,
                     learning_rate=1e-3, model="warcraft_resnet", run_eagerly=False):
     keras.utils.set_random_seed(seed)
     model = MODELS[model](input_shape, grid_size)
+    unroll, options = split_variant(options)
+    loss = relaxed_path_loss(beta, n_iter, unroll)
     if options is not None:
         loss = kn.NewtonLoss(loss, curvature="hessian", damping=damping, **options)
     model.compile(keras.optimizers.Adam(learning_rate), loss=loss, jit_compile=jit_compile,
@@ -92,7 +116,8 @@ def step_overhead(variants=None, batch_size=70, image_size=96, grid_size=12, n_i
 
     Returns:
       ``{name: {"compile_s", "median_s", "mean_s", "median_ratio",
-      "mean_ratio"}}``; ratios are relative to ``"regular"``.
+      "mean_ratio", "baseline"}}``; ratios are relative to the regular
+      variant with the same loop kind (``"regular"`` if there is none).
     """
     variants = dict(DEFAULT_VARIANTS if variants is None else variants)
     variants.setdefault("regular", None)
@@ -100,10 +125,9 @@ def step_overhead(variants=None, batch_size=70, image_size=96, grid_size=12, n_i
     x = rng.uniform(size=(batch_size, image_size, image_size, 3)).astype("float32")
     costs = rng.uniform(0.5, 9.0, size=(batch_size, grid_size, grid_size)).astype("float32")
     y = shortest_path(tf.constant(costs)).numpy()
-    loss = relaxed_path_loss(beta, n_iter)
     models, first = {}, {}
     for name, options in variants.items():
-        models[name] = _compiled_model(seed, x.shape[1:], grid_size, options, loss,
+        models[name] = _compiled_model(seed, x.shape[1:], grid_size, options, beta, n_iter,
                                        damping, jit_compile, run_eagerly=run_eagerly)
         start = time.perf_counter()
         value = models[name].train_on_batch(x, y)
@@ -119,9 +143,14 @@ def step_overhead(variants=None, batch_size=70, image_size=96, grid_size=12, n_i
     for name in variants:
         median, mean = float(np.median(times[name])), float(np.mean(times[name]))
         results[name] = dict(compile_s=first[name] - median, median_s=median, mean_s=mean)
-    for name in variants:
-        results[name]["median_ratio"] = results[name]["median_s"] / results["regular"]["median_s"]
-        results[name]["mean_ratio"] = results[name]["mean_s"] / results["regular"]["mean_s"]
+    regular = {split_variant(o)[0]: name for name, o in variants.items()
+               if split_variant(o)[1] is None}
+    for name, options in variants.items():
+        baseline = regular.get(split_variant(options)[0], "regular")
+        results[name]["baseline"] = baseline
+        for kind in ("median", "mean"):
+            results[name][f"{kind}_ratio"] = (results[name][f"{kind}_s"]
+                                              / results[baseline][f"{kind}_s"])
     return results
 
 
@@ -146,7 +175,6 @@ def terrain_accuracy(variants=None, seeds=(0, 1, 2), num_train=256, num_test=128
       "runs": [(seed, perfect_match, cost_ratio), ...]}}``.
     """
     variants = dict(DEFAULT_VARIANTS if variants is None else variants)
-    loss = relaxed_path_loss(beta, n_iter)
     train = make_terrain_arrays(num_train, seed=1000, grid_size=grid_size, tile_size=tile_size)
     test = make_terrain_arrays(num_test, seed=2000, grid_size=grid_size, tile_size=tile_size)
     x_train, x_test = (d["map"].astype("float32") / 255.0 for d in (train, test))
@@ -155,8 +183,8 @@ def terrain_accuracy(variants=None, seeds=(0, 1, 2), num_train=256, num_test=128
     results = {name: {"runs": []} for name in variants}
     for seed in seeds:
         for name, options in variants.items():
-            net = _compiled_model(seed, (side, side, 3), grid_size, options, loss, damping,
-                                  jit_compile, learning_rate, model, run_eagerly)
+            net = _compiled_model(seed, (side, side, 3), grid_size, options, beta, n_iter,
+                                  damping, jit_compile, learning_rate, model, run_eagerly)
             start = time.perf_counter()
             net.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=0,
                       shuffle=True)
@@ -175,11 +203,11 @@ def terrain_accuracy(variants=None, seeds=(0, 1, 2), num_train=256, num_test=128
 
 
 def format_overhead(results) -> str:
-    lines = ["| variant | median step s | step / regular (median) | (mean) | compile s |",
-             "|---|---|---|---|---|"]
+    lines = ["| variant | median step s | step / regular (median) | (mean) | compile s | regular |",
+             "|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['median_s']:.2f} | {r['median_ratio']:.2f} | "
-                     f"{r['mean_ratio']:.2f} | {r['compile_s']:.0f} |")
+                     f"{r['mean_ratio']:.2f} | {r['compile_s']:.0f} | {r['baseline']} |")
     return "\n".join(lines)
 
 
@@ -211,12 +239,19 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--refresh", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", choices=tuple(DEFAULT_VARIANTS),
+                        default=None, help="subset of the variants (default: all)")
     args = parser.parse_args(argv)
     variants = dict(DEFAULT_VARIANTS)
-    variants["affordable"] = dict(hessian_samples=args.samples, hessian_rank=args.rank,
-                                  hessian_refresh_every=args.refresh)
+    affordable = dict(hessian_samples=args.samples, hessian_rank=args.rank,
+                      hessian_refresh_every=args.refresh)
+    variants["affordable"] = affordable
+    variants["affordable_while_fd"] = dict(affordable, unroll=False,
+                                           hessian_products="finite_differences")
+    if args.variants:
+        variants = {name: variants[name] for name in args.variants}
     if args.skip_exact:
-        del variants["exact"]
+        variants.pop("exact", None)
     if args.what == "overhead":
         results = step_overhead(variants, batch_size=args.batch_size or 70,
                                 grid_size=args.grid_size or 12, n_iter=args.n_iter,

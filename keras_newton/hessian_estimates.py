@@ -45,9 +45,16 @@ from keras_newton.curvature_cache import validate_refresh_every
 from keras_newton.hessian_sketch import (
     Factorization,
     dense_factorization,
+    finite_difference_mean_hessian_products,
     mean_hessian_products,
     sketch_mean_hessian,
 )
+
+# How the sketch's Hessian-vector products are computed.
+HESSIAN_PRODUCTS = {
+    "autodiff": mean_hessian_products,  # reverse-over-reverse, exact
+    "finite_differences": finite_difference_mean_hessian_products,  # gradients only
+}
 
 
 def _optional_positive_int(value, name: str) -> Optional[int]:
@@ -59,8 +66,19 @@ def _optional_positive_int(value, name: str) -> Optional[int]:
 
 
 def validate_hessian_options(curvature, hessian_samples, hessian_rank, hessian_seed,
-                             hessian_refresh_every=1, loss=None) -> None:
+                             hessian_refresh_every=1, loss=None,
+                             hessian_products="autodiff") -> None:
     """Raises ValueError for bad or inapplicable affordable-Hessian options."""
+    if hessian_products not in HESSIAN_PRODUCTS:
+        raise ValueError(
+            f"Unknown hessian_products={hessian_products!r}; expected one of "
+            f"{tuple(HESSIAN_PRODUCTS)}."
+        )
+    if hessian_products != "autodiff" and hessian_rank is None:
+        raise ValueError(
+            f"hessian_products={hessian_products!r} computes the products of the "
+            "sketch: set hessian_rank (hessian_rank=m gives the whole matrix)."
+        )
     _optional_positive_int(hessian_samples, "hessian_samples")
     _optional_positive_int(hessian_rank, "hessian_rank")
     if isinstance(hessian_seed, bool) or not isinstance(hessian_seed, int):
@@ -103,6 +121,7 @@ def mean_hessian_factorization(
     hessian_samples: Optional[int] = None,
     hessian_rank: Optional[int] = None,
     hessian_seed: int = 0,
+    hessian_products: str = "autodiff",
 ) -> Factorization:
     """Eigen-factorization ``(e, V)`` of the (estimated) empirical Hessian.
 
@@ -116,6 +135,9 @@ def mean_hessian_factorization(
       hessian_samples: curvature from the first ``s`` samples (``None``: all).
       hessian_rank: sketch rank ``r <= m`` (``None``: the full matrix).
       hessian_seed: seed of the sketch's Gaussian probes.
+      hessian_products: ``"autodiff"`` (reverse-over-reverse, exact) or
+        ``"finite_differences"`` (central differences of gradients; first
+        derivatives only) products for the sketch.
 
     Returns:
       ``(eigenvalues [r], eigenvectors [m, r])`` (``r = m`` without a sketch).
@@ -133,7 +155,7 @@ def mean_hessian_factorization(
     per_sample = curvature_lib.per_sample_loss_fn(loss)
 
     def products(vectors):
-        local = mean_hessian_products(per_sample, y_true, outputs, vectors)
+        local = HESSIAN_PRODUCTS[hessian_products](per_sample, y_true, outputs, vectors)
         return batch_mean(local, count)
 
     return sketch_mean_hessian(products, m, hessian_rank, [hessian_seed, 0], outputs.dtype)

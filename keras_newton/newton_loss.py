@@ -86,6 +86,9 @@ class NewtonLoss(keras.losses.Loss):
         factorization every ``k`` calls and reuse it in between (``1``:
         every call); the loss then holds it in ``tf.Variable``s, see
         :mod:`keras_newton.curvature_cache` (single replica only).
+      hessian_products: ``"autodiff"`` (exact) or ``"finite_differences"``
+        (gradients only, e.g. for ``ShortestPathLoss(unroll=False)`` under
+        XLA) Hessian-vector products of the ``hessian_rank`` sketch.
       name, reduction, dtype: as for ``keras.losses.Loss``.
     """
 
@@ -103,6 +106,7 @@ class NewtonLoss(keras.losses.Loss):
         hessian_rank=None,
         hessian_seed: int = 0,
         hessian_refresh_every: int = 1,
+        hessian_products: str = "autodiff",
         name: str = "newton_loss",
         reduction: str = "sum_over_batch_size",
         dtype=None,
@@ -122,7 +126,9 @@ class NewtonLoss(keras.losses.Loss):
         self.cg_max_iterations = int(cg_max_iterations)
         self.cg_tolerance = float(cg_tolerance)
         validate_hessian_options(self.curvature, hessian_samples, hessian_rank,
-                                 hessian_seed, hessian_refresh_every, self.loss)
+                                 hessian_seed, hessian_refresh_every, self.loss,
+                                 hessian_products)
+        self.hessian_products = hessian_products
         self.hessian_samples = hessian_samples
         self.hessian_rank = hessian_rank
         self.hessian_seed = hessian_seed
@@ -147,6 +153,7 @@ class NewtonLoss(keras.losses.Loss):
             hessian_rank=self.hessian_rank,
             hessian_seed=self.hessian_seed,
             hessian_cache=self.hessian_cache,
+            hessian_products=self.hessian_products,
         )
         difference = target - y_pred
         # A non-finite output must not send NaN back into the weights.
@@ -171,6 +178,7 @@ class NewtonLoss(keras.losses.Loss):
             hessian_rank=self.hessian_rank,
             hessian_seed=self.hessian_seed,
             hessian_refresh_every=self.hessian_refresh_every,
+            hessian_products=self.hessian_products,
         )
         return config
 

@@ -83,7 +83,8 @@ class NewtonLossModel(keras.Model):
       indefinite: ``"abs"`` or ``"clip"``; see ``NewtonLoss``.
       solver: ``"auto"``, ``"dense"``, ``"woodbury"`` or ``"cg"``; see
         ``NewtonLoss``.
-      hessian_samples, hessian_rank, hessian_seed, hessian_refresh_every:
+      hessian_samples, hessian_rank, hessian_seed, hessian_refresh_every,
+      hessian_products:
         affordable empirical Hessians (subsample, sketch, refresh every
         ``k`` steps with the factorization cached per output); see
         ``NewtonLoss`` and :mod:`keras_newton.hessian_estimates`.
@@ -100,14 +101,16 @@ class NewtonLossModel(keras.Model):
 
     def __init__(self, *args, curvature="hessian", damping=1e-3, indefinite="abs",
                  solver="auto", hessian_samples=None, hessian_rank=None, hessian_seed=0,
-                 hessian_refresh_every=1, **kwargs):
+                 hessian_refresh_every=1, hessian_products="autodiff", **kwargs):
         self.curvature = curvature_lib.validate_curvature(curvature)
         self.damping = validate_damping(damping)
         self.indefinite = validate_indefinite(indefinite)
         choose_solver(solver, self.curvature, self.damping, 0, None, None, self.indefinite)
         self.solver = solver
         validate_hessian_options(self.curvature, hessian_samples, hessian_rank,
-                                 hessian_seed, hessian_refresh_every)
+                                 hessian_seed, hessian_refresh_every,
+                                 hessian_products=hessian_products)
+        self.hessian_products = hessian_products
         self.hessian_samples = hessian_samples
         self.hessian_rank = hessian_rank
         self.hessian_seed = hessian_seed
@@ -153,6 +156,7 @@ class NewtonLossModel(keras.Model):
                     hessian_rank=self.hessian_rank,
                     hessian_seed=self.hessian_seed,
                     hessian_refresh_every=self.hessian_refresh_every,
+                    hessian_products=self.hessian_products,
                     reduction=getattr(loss, "reduction", "sum_over_batch_size"),
                 )
                 self._newton_wrappers[index] = wrapper
@@ -240,6 +244,7 @@ class NewtonLossModel(keras.Model):
             solver=self.solver, hessian_samples=self.hessian_samples,
             hessian_rank=self.hessian_rank, hessian_seed=self.hessian_seed,
             hessian_refresh_every=self.hessian_refresh_every,
+            hessian_products=self.hessian_products,
         )
         return config
 

@@ -243,6 +243,7 @@ def newton_target(
     hessian_rank=None,
     hessian_seed: int = 0,
     hessian_cache=None,
+    hessian_products: str = "autodiff",
 ) -> tf.Tensor:
     """Computes the Newton target ``z* = y - (M + λI)^{-1} g`` of a batch.
 
@@ -287,6 +288,13 @@ def newton_target(
       hessian_cache: a :class:`keras_newton.curvature_cache.CurvatureCache`:
         the factorization of ``H̄`` is recomputed every ``refresh_every``
         calls and reused in between (``curvature="hessian"`` only).
+      hessian_products: how the sketch's Hessian-vector products are
+        computed: ``"autodiff"`` (reverse-over-reverse, exact; default) or
+        ``"finite_differences"`` (central differences of gradients, relative
+        error ~1e-3 in float32; first derivatives only, so it works for
+        losses whose second derivatives do not compile, e.g. a
+        ``tf.while_loop`` under XLA). Needs ``hessian_rank``; see
+        :mod:`keras_newton.hessian_sketch`.
 
     Returns:
       ``z*`` with the shape and dtype of ``y_pred``, gradient stopped. Samples
@@ -310,7 +318,8 @@ def newton_target(
     loss = resolve_loss(loss)
     curvature_lib.check_protocol_supports(loss, curvature)
     validate_hessian_options(curvature, hessian_samples, hessian_rank, hessian_seed,
-                             getattr(hessian_cache, "refresh_every", 1), loss)
+                             getattr(hessian_cache, "refresh_every", 1), loss,
+                             hessian_products)
     affordable = uses_affordable_hessian(hessian_samples, hessian_rank, hessian_cache)
     y_pred = tf.convert_to_tensor(y_pred)
     y_true = tf.nest.map_structure(tf.convert_to_tensor, y_true)
@@ -336,7 +345,7 @@ def newton_target(
     if affordable:
         step, matrix_ok = _affordable_hessian_step(
             loss, y_true, outputs, gradients, damping, indefinite, use_closed_form,
-            hessian_samples, hessian_rank, hessian_seed, hessian_cache,
+            hessian_samples, hessian_rank, hessian_seed, hessian_cache, hessian_products,
         )
     elif solver == "woodbury":
         step = _usable_woodbury_steps(gradients, count, damping)
@@ -388,7 +397,7 @@ def _usable_woodbury_steps(gradients, count, damping):
 
 
 def _affordable_hessian_step(loss, y_true, outputs, gradients, damping, indefinite,
-                             use_closed_form, samples, rank, seed, cache):
+                             use_closed_form, samples, rank, seed, cache, products):
     """Newton steps from a subsampled / sketched / cached empirical Hessian."""
     m = gradients.shape[-1]
     # The dense estimate averages the usable samples of the (sub)batch only;
@@ -409,6 +418,7 @@ def _affordable_hessian_step(loss, y_true, outputs, gradients, damping, indefini
         return mean_hessian_factorization(
             loss, y_true, outputs, dense_mean_hessian, batch_mean,
             hessian_samples=samples, hessian_rank=rank, hessian_seed=seed,
+            hessian_products=products,
         )
 
     if cache is None:

@@ -13,6 +13,7 @@ from keras_newton.curvature import autodiff_derivatives
 from keras_newton.curvature_cache import CurvatureCache
 from keras_newton.damped_solve import damped_solve
 from keras_newton.hessian_sketch import (
+    finite_difference_mean_hessian_products,
     low_rank_damped_solve,
     mean_hessian_products,
     sketch_mean_hessian,
@@ -60,6 +61,38 @@ def test_products_equal_the_mean_hessian(mode, batch, rng):
                       t, y, vectors)
     _, h = _coupled_numpy(t.astype(np.float64), y.astype(np.float64))
     np.testing.assert_allclose(got, vectors @ h.mean(0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-6), (np.float32, 3e-3)])
+def test_finite_difference_products_approach_the_mean_hessian(mode, batch, rng, dtype, rtol):
+    t, y = (a.astype(dtype) for a in batch)
+    vectors = rng.normal(size=(4, 6)).astype(dtype)
+    got = run_in_mode(
+        mode, lambda a, b, v: finite_difference_mean_hessian_products(_coupled, a, b, v),
+        t, y, vectors)
+    _, h = _coupled_numpy(t.astype(np.float64), y.astype(np.float64))
+    want = vectors @ h.mean(0)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+def test_finite_difference_sketch_through_while_loops_under_xla(rng):
+    """Products from gradients only: the relaxed path as tf.while_loops (whose
+    second derivatives do not compile under XLA) gets a Hessian sketch under
+    XLA, equal within the finite-difference error to the exact target."""
+    costs = tf.constant(rng.uniform(0.5, 3.0, size=(6, 4, 4)).astype(np.float32))
+    path = tf.constant((rng.uniform(size=(6, 4, 4)) > 0.6).astype(np.float32))
+
+    def loss(unroll):
+        return lambda y_true, y_pred: tf.reduce_mean(tf.square(relaxed_shortest_path(
+            y_pred, beta=2.0, n_iter=5, unroll=unroll) - y_true), axis=[1, 2])
+
+    exact = kn.newton_target(loss(True), path, costs, damping=0.1)
+    target = tf.function(lambda t, c: kn.newton_target(
+        loss(False), t, c, damping=0.1, hessian_rank=16,
+        hessian_products="finite_differences"), jit_compile=True)(path, costs)
+    step = (costs - exact).numpy()
+    np.testing.assert_allclose((costs - target).numpy(), step, atol=5e-3 * np.abs(step).max())
 
 
 @pytest.mark.parametrize("options", [dict(hessian_rank=6), dict(hessian_samples=10),
@@ -187,6 +220,8 @@ def test_cached_factorization_is_reused_between_refreshes(mode, batch):
         (dict(curvature="fisher", hessian_rank=3), "hessian_rank"),
         (dict(curvature="elementwise_hessian", hessian_samples=3), "hessian_samples"),
         (dict(curvature="fisher", hessian_refresh_every=2), "hessian_refresh_every"),
+        (dict(hessian_rank=2, hessian_products="forward"), "hessian_products"),
+        (dict(hessian_products="finite_differences"), "hessian_rank"),
     ],
 )
 def test_bad_options_raise(kwargs, match):
@@ -209,16 +244,17 @@ def test_rank_above_outputs_raises(batch):
 
 def test_options_serialize():
     loss = kn.NewtonLoss("mse", hessian_samples=4, hessian_rank=2, hessian_seed=3,
-                         hessian_refresh_every=5)
+                         hessian_refresh_every=5, hessian_products="finite_differences")
     restored = kn.NewtonLoss.from_config(loss.get_config())
-    for name in ("hessian_samples", "hessian_rank", "hessian_seed", "hessian_refresh_every"):
+    for name in ("hessian_samples", "hessian_rank", "hessian_seed", "hessian_refresh_every",
+                 "hessian_products"):
         assert getattr(restored, name) == getattr(loss, name)
     assert restored.hessian_cache.refresh_every == 5
     model = kn.NewtonLossModel(**_functional(), hessian_samples=4, hessian_rank=2,
-                               hessian_refresh_every=3)
+                               hessian_refresh_every=3, hessian_products="finite_differences")
     config = model.get_config()
-    assert (config["hessian_samples"], config["hessian_rank"], config["hessian_refresh_every"]) \
-        == (4, 2, 3)
+    assert (config["hessian_samples"], config["hessian_rank"], config["hessian_refresh_every"],
+            config["hessian_products"]) == (4, 2, 3, "finite_differences")
 
 
 def _path_loss(y_true, y_pred):
@@ -263,13 +299,20 @@ def test_benchmark_smoke():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
     import benchmark_warcraft_hessian as bench
 
-    variants = {"regular": None, "affordable": dict(hessian_samples=2, hessian_rank=3,
-                                                    hessian_refresh_every=2)}
+    affordable = dict(hessian_samples=2, hessian_rank=3, hessian_refresh_every=2)
+    variants = {"regular": None, "affordable": affordable,
+                "regular_while": dict(regular=True, unroll=False),
+                "affordable_while_fd": dict(affordable, unroll=False,
+                                            hessian_products="finite_differences")}
     overhead = bench.step_overhead(variants, batch_size=2, image_size=16, grid_size=3,
                                    n_iter=3, steps=2, jit_compile=False, log=lambda s: None,
                                    run_eagerly=True)
-    assert overhead["regular"]["median_ratio"] == 1.0
+    assert overhead["regular"]["median_ratio"] == overhead["regular_while"]["median_ratio"] == 1.0
+    assert overhead["affordable_while_fd"]["baseline"] == "regular_while"
+    assert overhead["affordable"]["baseline"] == "regular"
     assert np.isfinite(overhead["affordable"]["mean_ratio"])
+    assert np.isfinite(overhead["affordable_while_fd"]["mean_ratio"])
+    variants = {name: variants[name] for name in ("regular", "affordable")}
     assert "| affordable |" in bench.format_overhead(overhead)
     accuracy = bench.terrain_accuracy(variants, seeds=(0, 1), num_train=4, num_test=2,
                                       grid_size=3, tile_size=6, epochs=1, batch_size=4,

@@ -106,6 +106,26 @@ def test_path_with_affordable_hessian_options(tmp_path, monkeypatch):
     assert data["config"]["hessian_options"] == {"hessian_rank": 2, "hessian_samples": 2}
 
 
+def test_path_hessian_sketch_from_finite_differences_through_while_loops_under_xla(
+        tmp_path, monkeypatch, capsys):
+    built = _record_built_models(monkeypatch, grid)
+    out = str(tmp_path / "path_fd")
+    tiny_xla = [flag for flag in TINY_PATH if flag != "--no-xla"]
+    cli.main(["path", "--method", "relaxed", "--no-unroll", "--newton", "hessian",
+              "--hessian-rank", "2", "--hessian-products", "finite_differences",
+              "--output-dir", out, *tiny_xla])
+    (variant, model), = built
+    assert (model.hessian_rank, model.hessian_products) == (2, "finite_differences")
+    assert model.jit_compile and model._newton_losses.unroll is False
+    assert "finite differences" in variant.name
+    run, = _check_outputs(out, "results", 1, "perfect_match")["runs"]
+    assert run["hessian_products"] == "finite_differences"
+    # The same Hessian with autodiff products cannot compile through while loops.
+    error = _rejected(["path", "--no-unroll", "--newton", "hessian", "--hessian-rank", "2"],
+                      capsys)
+    assert "--no-unroll" in error and "finite_differences" in error
+
+
 def test_hessian_options_go_to_the_hessian_variant_only():
     args = cli.build_parser().parse_args(
         ["grid", "--task", "sort", "--newton", "none", "hessian", "fisher",

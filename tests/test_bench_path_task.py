@@ -36,3 +36,12 @@ def test_xla_support_check():
     check({"loop": "while"}, ["none", "fisher"], True)
     check({"loop": "for"}, ["hessian"], True)
     check({"method": "perturbed", "loop": "while"}, ["hessian"], True)
+    # Loops as tf.while_loops (--no-unroll): the same, unless the Hessian
+    # sketch takes finite-difference products (first derivatives only).
+    with pytest.raises(ValueError, match="--no-unroll"):
+        check({"unroll": False}, ["hessian"], True)
+    finite_differences = {"hessian_rank": 2, "hessian_products": "finite_differences"}
+    check({"unroll": False}, ["hessian"], True, finite_differences)
+    check({"loop": "while"}, ["hessian"], True, finite_differences)
+    with pytest.raises(ValueError, match="elementwise_hessian"):
+        check({"unroll": False}, ["elementwise_hessian"], True, finite_differences)

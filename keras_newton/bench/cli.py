@@ -34,11 +34,12 @@ TASK_FLAGS = {
     "sort": ("sorter", "n", "tau", "network", "relaxation", "steepness", "art_lambda",
              "eval_sets"),
     "path": ("method", "distance", "loop", "beta", "n_iter", "smoothing", "samples", "sigma",
-             "noise", "epochs", "train_maps", "eval_maps", "grid_size", "manual_dir"),
+             "noise", "epochs", "train_maps", "eval_maps", "grid_size", "manual_dir", "unroll"),
     "classify": ("model", "optimizer"),
 }
 COMMON_FLAGS = ("steps", "eval_every", "batch_size", "learning_rate", "dataset", "data_dir")
-HESSIAN_FLAGS = ("hessian_samples", "hessian_rank", "hessian_refresh_every")
+HESSIAN_FLAGS = ("hessian_samples", "hessian_rank", "hessian_refresh_every",
+                 "hessian_products")
 DEFAULT_OVERHEAD_NEWTON = ("none", "hessian", "fisher")
 
 
@@ -58,6 +59,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--hessian-refresh-every", type=int, default=None,
                        help="Newton-Hessian: recompute the Hessian every k steps "
                             "(default: 1, every step)")
+    group.add_argument("--hessian-products", choices=("autodiff", "finite_differences"),
+                       default=None,
+                       help="Newton-Hessian sketch (--hessian-rank): Hessian-vector "
+                            "products by autodiff (default) or by finite differences of "
+                            "gradients (first derivatives only: works with --no-unroll "
+                            "and --loop while under XLA)")
     group.add_argument("--seeds", type=int, nargs="+", default=None, help="weight seeds")
     group.add_argument("--steps", type=int, help="optimizer steps per run")
     group.add_argument("--eval-every", type=int, help="steps between evaluations")
@@ -91,6 +98,10 @@ def _add_path(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--loop", choices=("for", "while"), help="relaxed: loop kind")
     group.add_argument("--beta", type=float, help="relaxed: inverse temperature")
     group.add_argument("--n-iter", type=int, help="relaxed: Bellman-Ford iterations")
+    group.add_argument("--unroll", action=argparse.BooleanOptionalAction, default=None,
+                       help="relaxed: unroll the loops (default); --no-unroll runs them as "
+                            "tf.while_loops (XLA compiles in seconds; Newton-Hessian then "
+                            "needs --hessian-products finite_differences)")
     group.add_argument("--smoothing", choices=("loss", "algorithm"))
     group.add_argument("--samples", type=int, help="Monte-Carlo samples (3, 10, 30)")
     group.add_argument("--sigma", type=float, help="noise scale")
@@ -193,7 +204,7 @@ def hessian_options(args: argparse.Namespace) -> dict:
         raise ValueError(f"{flags} apply to the Newton-Hessian variant; add hessian to "
                          f"--newton (got {' '.join(newton)})")
     for key, value in given.items():
-        if value < 1:
+        if key != "hessian_products" and value < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
     return given
 
@@ -229,7 +240,7 @@ def check_args(args: argparse.Namespace) -> None:
     else:
         return
     for config in configs:
-        check_xla_support(config, newton, not args.no_xla)
+        check_xla_support(config, newton, not args.no_xla, options)
         if options:
             check_hessian_options(config, options)
 

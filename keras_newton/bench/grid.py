@@ -61,6 +61,8 @@ def variant_label(method: str, newton: str, damping: float,
         details.append(f"rank {options['hessian_rank']}")
     if options.get("hessian_refresh_every", 1) != 1:
         details.append(f"refresh every {options['hessian_refresh_every']}")
+    if options.get("hessian_products", "autodiff") != "autodiff":
+        details.append(options["hessian_products"].replace("_", " "))
     return f"{method} · {NEWTON_LABELS[newton]} ({', '.join(details)})"
 
 

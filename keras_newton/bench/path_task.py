@@ -52,7 +52,8 @@ PATH_DEFAULTS = {
     "distance": "l1",          # relaxed: "l1" or "l2" (squared)
     "loop": "for",             # relaxed: "for" or "while"
     "beta": 10.0,              # relaxed: inverse temperature
-    "n_iter": None,            # relaxed: Bellman-Ford iterations (None: H·W)
+    "n_iter": None,            # relaxed: Bellman-Ford iterations (None: H+W)
+    "unroll": True,            # relaxed: False runs its loops as tf.while_loops
     "smoothing": "loss",       # smoothing: "loss" or "algorithm"
     "samples": 10,             # smoothing / perturbed: 3, 10 or 30
     "sigma": 1.0,              # smoothing / perturbed: noise scale
@@ -106,7 +107,8 @@ def path_loss(config: dict) -> keras.losses.Loss:
     method = config["method"]
     if method == "relaxed":
         return ShortestPathLoss(loss=config["distance"], beta=float(config["beta"]),
-                                n_iter=config["n_iter"], loop=config["loop"])
+                                n_iter=config["n_iter"], loop=config["loop"],
+                                unroll=bool(config["unroll"]))
     common = dict(num_samples=int(config["samples"]), sigma=float(config["sigma"]),
                   noise=config["noise"], seed=int(config.get("loss_seed", 0)))
     if method == "smoothing":
@@ -117,28 +119,36 @@ def path_loss(config: dict) -> keras.losses.Loss:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def check_xla_support(config: dict, newton: Sequence[str], jit_compile: bool) -> None:
-    """Raises ValueError for a Hessian of the While-loop relaxation under XLA.
+def check_xla_support(config: dict, newton: Sequence[str], jit_compile: bool,
+                      hessian_options: dict | None = None) -> None:
+    """Raises ValueError for a Hessian of a ``tf.while_loop`` relaxation under XLA.
 
     The Newton-Hessian variants differentiate the loss twice; second
-    derivatives of a ``tf.while_loop`` need ``TensorListReserve`` with a
-    dynamic size, which XLA does not compile. The For loop (unrolled) and
-    the Fisher variant (first derivatives only) are fine.
+    derivatives of a ``tf.while_loop`` (the While loop, or any loop with
+    ``unroll=False``) need ``TensorListReserve`` with a dynamic size, which
+    XLA does not compile. Unrolled loops, the Fisher variant and a Hessian
+    sketch from finite-difference products (first derivatives only) are fine.
 
     Args:
       config: path-task configuration (keys as in ``PATH_DEFAULTS``).
       newton: training variants (``"none"``, ``"hessian"``, ...).
       jit_compile: whether the training step is XLA-compiled.
+      hessian_options: the Newton-Hessian variant's affordable-Hessian options.
     """
     config = dict(PATH_DEFAULTS, **config)
-    if not jit_compile or config["method"] != "relaxed" or config["loop"] != "while":
+    while_loops = config["loop"] == "while" or not config["unroll"]
+    if not jit_compile or config["method"] != "relaxed" or not while_loops:
         return
-    second_order = [v for v in newton if v in SECOND_ORDER_NEWTON]
+    first_order_hessian = (hessian_options or {}).get("hessian_products") == "finite_differences"
+    second_order = [v for v in newton if v in SECOND_ORDER_NEWTON
+                    and not (v == "hessian" and first_order_hessian)]
     if second_order:
+        loops = "--loop while" if config["loop"] == "while" else "--no-unroll"
         raise ValueError(
-            f"--loop while with --newton {' '.join(second_order)} cannot run under XLA "
+            f"{loops} with --newton {' '.join(second_order)} cannot run under XLA "
             "(second derivatives of a tf.while_loop do not compile: TensorListReserve); "
-            "pass --no-xla, or use --loop for")
+            "pass --no-xla, use --loop for with unrolled loops, or (Newton-Hessian) "
+            "--hessian-rank R --hessian-products finite_differences")
 
 
 def check_hessian_options(config: dict, hessian_options: dict) -> None:
@@ -151,10 +161,11 @@ def check_hessian_options(config: dict, hessian_options: dict) -> None:
     from keras_newton.hessian_estimates import validate_hessian_options
 
     options = {"hessian_samples": None, "hessian_rank": None, "hessian_refresh_every": 1,
-               **hessian_options}
+               "hessian_products": "autodiff", **hessian_options}
     validate_hessian_options("hessian", options["hessian_samples"], options["hessian_rank"],
                              0, options["hessian_refresh_every"],
-                             loss=path_loss(dict(PATH_DEFAULTS, **config)))
+                             loss=path_loss(dict(PATH_DEFAULTS, **config)),
+                             hessian_products=options["hessian_products"])
 
 
 def path_task(config: dict) -> Task:

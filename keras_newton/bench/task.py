@@ -86,6 +86,8 @@ class Variant:
       hessian_refresh_every: recompute the empirical Hessian every this many
         steps (1: every step); ``newton="hessian"`` only. See README,
         "Affordable Hessians", and :class:`keras_newton.NewtonLossModel`.
+      hessian_products: ``"autodiff"`` or ``"finite_differences"``
+        Hessian-vector products of the sketch (``hessian_rank``).
     """
 
     name: str
@@ -95,6 +97,7 @@ class Variant:
     hessian_samples: int | None = None
     hessian_rank: int | None = None
     hessian_refresh_every: int = 1
+    hessian_products: str = "autodiff"
 
     def __post_init__(self):
         if self.newton not in NEWTON_CHOICES:
@@ -103,7 +106,8 @@ class Variant:
         if not np.isfinite(self.damping) or self.damping < 0:
             raise ValueError(f"damping must be finite and >= 0, got {self.damping}")
         validate_hessian_options(self.newton, self.hessian_samples, self.hessian_rank, 0,
-                                 self.hessian_refresh_every)
+                                 self.hessian_refresh_every,
+                                 hessian_products=self.hessian_products)
 
     @property
     def is_newton(self) -> bool:
@@ -112,7 +116,8 @@ class Variant:
     def hessian_options(self) -> dict:
         """The affordable-Hessian options, keyed as ``NewtonLossModel``'s arguments."""
         return {"hessian_samples": self.hessian_samples, "hessian_rank": self.hessian_rank,
-                "hessian_refresh_every": self.hessian_refresh_every}
+                "hessian_refresh_every": self.hessian_refresh_every,
+                "hessian_products": self.hessian_products}
 
     def as_dict(self) -> dict:
         return {"name": self.name, "newton": self.newton, "damping": self.damping,

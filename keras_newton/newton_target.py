@@ -48,6 +48,9 @@ from keras_newton.hessian_estimates import (
 )
 from keras_newton.hessian_sketch import low_rank_damped_solve
 from keras_newton.woodbury import woodbury_fisher_steps
+# Re-exported: other modules and users import them from here.
+from keras_newton.cross_replica import global_batch_mean, global_batch_sum  # noqa: F401
+from keras_newton.solver_choice import LARGE_OUTPUT_SIZE, SOLVERS, choose_solver  # noqa: F401
 
 
 def validate_damping(damping) -> float:
@@ -112,81 +115,6 @@ def _check_outputs(y_true: tf.Tensor, y_pred: tf.Tensor) -> int:
             f"{y_true.shape} and {y_pred.shape}."
         )
     return y_pred.shape[1:].num_elements()
-
-
-def _replica_context():
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return None
-    return context
-
-
-def global_batch_mean(mean: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
-    """The mean over the global batch when running on several replicas.
-
-    In a replica context of a ``tf.distribute`` strategy, sums and counts are
-    all-reduced separately (the pattern of Keras' synchronized batch norm), so
-    the curvature equals the single-device statistic of the whole global
-    batch. ``count`` is the number of samples ``mean`` averages (the usable
-    ones, so left-out samples weigh nothing on any replica). Elsewhere
-    ``mean`` is returned unchanged.
-    """
-    context = _replica_context()
-    if context is None:
-        return mean
-    total, total_count = context.all_reduce(
-        tf.distribute.ReduceOp.SUM, [mean * count, count]
-    )
-    return total / tf.maximum(total_count, 1.0)
-
-
-def global_batch_sum(value: tf.Tensor) -> tf.Tensor:
-    """``value`` summed over the replicas (unchanged on a single one)."""
-    context = _replica_context()
-    if context is None:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
-SOLVERS = ("auto", "dense", "woodbury", "cg")
-LARGE_OUTPUT_SIZE = 256
-
-
-def choose_solver(solver, curvature, damping, m, batch_size, loss, indefinite="abs") -> str:
-    """Validates ``solver`` and resolves ``"auto"`` by shape (see newton_target).
-
-    CG cannot apply ``indefinite`` (see :mod:`keras_newton.conjugate_gradient`):
-    ``"auto"`` keeps the dense solve when ``indefinite`` is not the default
-    ``"abs"``, and ``solver="cg"`` with such an ``indefinite`` is an error.
-    """
-    if solver not in SOLVERS:
-        raise ValueError(f"Unknown solver={solver!r}; expected one of {SOLVERS}.")
-    if solver == "auto":
-        if curvature == curvature_lib.FISHER and damping > 0 and m > LARGE_OUTPUT_SIZE:
-            return "woodbury" if batch_size is None or m > batch_size else "dense"
-        if (curvature == curvature_lib.ELEMENTWISE_HESSIAN and m > LARGE_OUTPUT_SIZE
-                and not curvature_lib.provides_curvature(loss) and indefinite == "abs"):
-            return "cg"
-        return "dense"
-    if solver == "woodbury" and (curvature != curvature_lib.FISHER or damping <= 0):
-        raise ValueError(
-            "solver='woodbury' applies to curvature='fisher' with damping > 0; "
-            f"got curvature={curvature!r}, damping={damping}."
-        )
-    if solver == "cg" and (
-        curvature != curvature_lib.ELEMENTWISE_HESSIAN or curvature_lib.provides_curvature(loss)
-    ):
-        raise ValueError(
-            "solver='cg' applies to curvature='elementwise_hessian' of a loss "
-            f"autodiff can differentiate twice; got curvature={curvature!r}."
-        )
-    if solver == "cg" and indefinite != "abs":
-        raise ValueError(
-            f"solver='cg' cannot apply indefinite={indefinite!r}: it stops at "
-            "negative curvature instead (see keras_newton.conjugate_gradient). "
-            "Use solver='dense', or the default indefinite='abs'."
-        )
-    return solver
 
 
 def loss_derivatives(loss, y_true, outputs, curvature, use_closed_form=True):

@@ -1,0 +1,52 @@
+"""Batch statistics of the global batch under ``tf.distribute``.
+
+The curvature of a Newton loss (empirical Hessian or Fisher) is a statistic
+of the whole batch. With a strategy, each replica holds a shard; its local
+sums and counts are all-reduced in replica context, the pattern of Keras'
+synchronized batch normalization, so that training on R replicas equals
+single-device training on the same global batch. Outside a replica context
+(or on one replica) everything is returned unchanged.
+
+Example:
+
+>>> import tensorflow as tf
+>>> from keras_newton.cross_replica import global_batch_mean
+>>> global_batch_mean(tf.constant([1.0, 2.0]), tf.constant(4.0)).numpy()
+array([1., 2.], dtype=float32)
+"""
+
+import tensorflow as tf
+
+
+def _replica_context():
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def global_batch_mean(mean: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
+    """The mean over the global batch when running on several replicas.
+
+    In a replica context of a ``tf.distribute`` strategy, sums and counts are
+    all-reduced separately (the pattern of Keras' synchronized batch norm), so
+    the curvature equals the single-device statistic of the whole global
+    batch. ``count`` is the number of samples ``mean`` averages (the usable
+    ones, so left-out samples weigh nothing on any replica). Elsewhere
+    ``mean`` is returned unchanged.
+    """
+    context = _replica_context()
+    if context is None:
+        return mean
+    total, total_count = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, [mean * count, count]
+    )
+    return total / tf.maximum(total_count, 1.0)
+
+
+def global_batch_sum(value: tf.Tensor) -> tf.Tensor:
+    """``value`` summed over the replicas (unchanged on a single one)."""
+    context = _replica_context()
+    if context is None:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

@@ -19,9 +19,10 @@ has no forward-mode rule.)
 
 **Finite-difference products** (``hessian_products="finite_differences"``):
 ``H̄ v ≈ mean_i [g_i(y_i + h v) - g_i(y_i - h v)] / 2h``, central
-differences of per-sample gradients, with ``‖h v‖ = 10⁻³ (1 + max|y|)``
-(close to the float32 optimum of truncation and rounding error; relative
-error ~1e-3 on the 12×12 relaxed Bellman-Ford, ~1e-5 in float64). They need
+differences of per-sample gradients, with ``‖h v‖ = δ (1 + max|y|)``,
+``δ = 10⁻³`` in float32 and ``10⁻⁵`` in float64 (near the optimum of
+truncation and rounding error; measured relative error on the 12×12 relaxed
+Bellman-Ford: ~1e-3 in float32, ~2e-8 in float64). They need
 first derivatives only, so they work for losses whose second derivatives do
 not compile, such as loops written as ``tf.while_loop`` under XLA (e.g.
 ``ShortestPathLoss(unroll=False)``, which compiles in seconds).
@@ -120,8 +121,10 @@ def mean_hessian_products(
     return tf.reduce_mean(tf.reshape(products, [copies, -1, m]), axis=1)
 
 
-# Perturbation size, relative to 1 + max|y|, of finite-difference products.
-FINITE_DIFFERENCE_STEP = 1e-3
+# Perturbation size, relative to 1 + max|y|, of finite-difference products
+# (about the cube root of the machine epsilon; half precision is solved in
+# float32, see damped_solve.solve_dtype).
+FINITE_DIFFERENCE_STEP = {tf.float32: 1e-3, tf.float64: 1e-5}
 
 
 def finite_difference_mean_hessian_products(
@@ -130,7 +133,8 @@ def finite_difference_mean_hessian_products(
     """Rows ``H̄ v_j`` by central differences of gradients: ``[r, m] -> [r, m]``.
 
     Same contract as :func:`mean_hessian_products`; first derivatives only.
-    Each direction gets the step ``h_j = 10⁻³ (1 + max|y|) / ‖v_j‖``, and
+    Each direction gets the step ``h_j = δ (1 + max|y|) / ‖v_j‖`` (``δ`` from
+    :data:`FINITE_DIFFERENCE_STEP`, by dtype), and
     all ``2r`` perturbed copies of the batch go through one gradient pass.
     """
     outputs = tf.convert_to_tensor(outputs)
@@ -140,7 +144,7 @@ def finite_difference_mean_hessian_products(
     flat = tf.reshape(tf.stop_gradient(outputs), [-1, m])
     count = tf.shape(flat)[0]
     vectors = tf.cast(tf.convert_to_tensor(vectors), flat.dtype)
-    scale = FINITE_DIFFERENCE_STEP * (1.0 + tf.reduce_max(tf.abs(flat)))
+    scale = FINITE_DIFFERENCE_STEP.get(flat.dtype, 1e-3) * (1.0 + tf.reduce_max(tf.abs(flat)))
     lengths = tf.norm(vectors, axis=1, keepdims=True)
     steps = tf.math.divide_no_nan(scale, lengths)  # [r, 1]
     offsets = tf.repeat(vectors * steps, count, axis=0)  # [r·N, m]

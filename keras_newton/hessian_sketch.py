@@ -85,6 +85,21 @@ def _tile_batch(value, copies: int):
     return tf.tile(value, [copies] + [1] * (value.shape.rank - 1))
 
 
+def _stacked_gradients(per_sample, y_true, stacked, sample_shape, copies):
+    """Per-sample gradients ``[copies·N, m]`` at ``copies`` stacked batches.
+
+    ``stacked`` holds the flat outputs of the copies one after the other; the
+    targets are tiled to match.
+    """
+    stacked_true = tf.nest.map_structure(lambda t: _tile_batch(t, copies), y_true)
+    with tf.GradientTape() as tape:
+        tape.watch(stacked)
+        values = per_sample(stacked_true, tf.reshape(stacked, [-1] + sample_shape))
+        total = tf.reduce_sum(values)
+    # Samples are independent: row i of the gradient of the sum is sample i's.
+    return tape.gradient(total, stacked, unconnected_gradients=ZERO)
+
+
 def mean_hessian_products(
     per_sample: Callable, y_true, outputs: tf.Tensor, vectors: tf.Tensor
 ) -> tf.Tensor:
@@ -108,14 +123,9 @@ def mean_hessian_products(
     count = tf.shape(flat)[0]
     stacked = tf.tile(flat, [copies, 1])
     directions = tf.stop_gradient(tf.repeat(tf.cast(vectors, flat.dtype), count, axis=0))
-    stacked_true = tf.nest.map_structure(lambda t: _tile_batch(t, copies), y_true)
     with tf.GradientTape() as outer:
         outer.watch(stacked)
-        with tf.GradientTape() as inner:
-            inner.watch(stacked)
-            values = per_sample(stacked_true, tf.reshape(stacked, [-1] + shape[1:].as_list()))
-            total = tf.reduce_sum(values)
-        gradients = inner.gradient(total, stacked, unconnected_gradients=ZERO)
+        gradients = _stacked_gradients(per_sample, y_true, stacked, shape[1:].as_list(), copies)
         directional = tf.reduce_sum(gradients * directions)
     products = outer.gradient(directional, stacked, unconnected_gradients=ZERO)
     return tf.reduce_mean(tf.reshape(products, [copies, -1, m]), axis=1)
@@ -150,12 +160,7 @@ def finite_difference_mean_hessian_products(
     offsets = tf.repeat(vectors * steps, count, axis=0)  # [r·N, m]
     base = tf.tile(flat, [copies, 1])
     stacked = tf.stop_gradient(tf.concat([base + offsets, base - offsets], axis=0))
-    stacked_true = tf.nest.map_structure(lambda t: _tile_batch(t, 2 * copies), y_true)
-    with tf.GradientTape() as tape:
-        tape.watch(stacked)
-        values = per_sample(stacked_true, tf.reshape(stacked, [-1] + shape[1:].as_list()))
-        total = tf.reduce_sum(values)
-    gradients = tape.gradient(total, stacked, unconnected_gradients=ZERO)
+    gradients = _stacked_gradients(per_sample, y_true, stacked, shape[1:].as_list(), 2 * copies)
     plus, minus = tf.unstack(tf.reshape(gradients, [2, copies, -1, m]))
     differences = tf.reduce_mean(plus - minus, axis=1)  # [r, m]
     return tf.math.divide_no_nan(differences, 2.0 * steps)

@@ -85,6 +85,15 @@ def _tile_batch(value, copies: int):
     return tf.tile(value, [copies] + [1] * (value.shape.rank - 1))
 
 
+def _flat_batch(outputs, vectors):
+    """``(sample_shape, flat [N, m], vectors [r, m])``, gradients stopped, one dtype."""
+    outputs = tf.convert_to_tensor(outputs)
+    m = outputs.shape[1:].num_elements()
+    flat = tf.reshape(tf.stop_gradient(outputs), [-1, m])
+    vectors = tf.stop_gradient(tf.cast(tf.convert_to_tensor(vectors), flat.dtype))
+    return outputs.shape[1:].as_list(), flat, vectors
+
+
 def _stacked_gradients(per_sample, y_true, stacked, sample_shape, copies):
     """Per-sample gradients ``[copies·N, m]`` at ``copies`` stacked batches.
 
@@ -114,18 +123,13 @@ def mean_hessian_products(
     Returns:
       ``[r, m]``: the batch mean of the per-sample Hessian-vector products.
     """
-    outputs = tf.convert_to_tensor(outputs)
-    vectors = tf.convert_to_tensor(vectors)
-    shape = outputs.shape
-    m = shape[1:].num_elements()
-    copies = vectors.shape[0]
-    flat = tf.reshape(tf.stop_gradient(outputs), [-1, m])
-    count = tf.shape(flat)[0]
+    sample_shape, flat, vectors = _flat_batch(outputs, vectors)
+    copies, m = vectors.shape[0], flat.shape[-1]
     stacked = tf.tile(flat, [copies, 1])
-    directions = tf.stop_gradient(tf.repeat(tf.cast(vectors, flat.dtype), count, axis=0))
+    directions = tf.repeat(vectors, tf.shape(flat)[0], axis=0)
     with tf.GradientTape() as outer:
         outer.watch(stacked)
-        gradients = _stacked_gradients(per_sample, y_true, stacked, shape[1:].as_list(), copies)
+        gradients = _stacked_gradients(per_sample, y_true, stacked, sample_shape, copies)
         directional = tf.reduce_sum(gradients * directions)
     products = outer.gradient(directional, stacked, unconnected_gradients=ZERO)
     return tf.reduce_mean(tf.reshape(products, [copies, -1, m]), axis=1)
@@ -147,20 +151,15 @@ def finite_difference_mean_hessian_products(
     :data:`FINITE_DIFFERENCE_STEP`, by dtype), and
     all ``2r`` perturbed copies of the batch go through one gradient pass.
     """
-    outputs = tf.convert_to_tensor(outputs)
-    shape = outputs.shape
-    m = shape[1:].num_elements()
-    copies = vectors.shape[0]
-    flat = tf.reshape(tf.stop_gradient(outputs), [-1, m])
-    count = tf.shape(flat)[0]
-    vectors = tf.cast(tf.convert_to_tensor(vectors), flat.dtype)
+    sample_shape, flat, vectors = _flat_batch(outputs, vectors)
+    copies, m, count = vectors.shape[0], flat.shape[-1], tf.shape(flat)[0]
     scale = FINITE_DIFFERENCE_STEP.get(flat.dtype, 1e-3) * (1.0 + tf.reduce_max(tf.abs(flat)))
     lengths = tf.norm(vectors, axis=1, keepdims=True)
     steps = tf.math.divide_no_nan(scale, lengths)  # [r, 1]
     offsets = tf.repeat(vectors * steps, count, axis=0)  # [r·N, m]
     base = tf.tile(flat, [copies, 1])
     stacked = tf.stop_gradient(tf.concat([base + offsets, base - offsets], axis=0))
-    gradients = _stacked_gradients(per_sample, y_true, stacked, shape[1:].as_list(), 2 * copies)
+    gradients = _stacked_gradients(per_sample, y_true, stacked, sample_shape, 2 * copies)
     plus, minus = tf.unstack(tf.reshape(gradients, [2, copies, -1, m]))
     differences = tf.reduce_mean(plus - minus, axis=1)  # [r, m]
     return tf.math.divide_no_nan(differences, 2.0 * steps)

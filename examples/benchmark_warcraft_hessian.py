@@ -8,7 +8,7 @@ Two measurements (Petersen et al., NeurIPS 2024, skipped Hessians for the
   L1 loss, random 96×96×3 maps, the time of a Newton-Hessian training step
   over a regular one, steps of all variants interleaved, under XLA; and the
   compile time of each variant's first step (first call minus its median).
-  With ``hessian_refresh_every = k`` steps differ (every ``k``-th refreshes),
+  With ``HessianEstimate(refresh_every=k)`` steps differ (every ``k``-th refreshes),
   so the ratio of *mean* step times over whole multiples of ``k`` is
   reported next to the median. Variants: ``regular``, ``exact`` (full
   ``m×m`` Hessian by nested tapes), ``affordable`` (subsample + rank-r
@@ -46,9 +46,10 @@ from keras_newton.datasets.terrain import make_terrain_arrays
 from keras_newton.models.warcraft_resnet import warcraft_resnet
 from keras_newton.shortest_path import relaxed_shortest_path, shortest_path
 
-AFFORDABLE = dict(hessian_samples=4, hessian_rank=8, hessian_refresh_every=10)
+AFFORDABLE = dict(samples=4, rank=8, refresh_every=10)
 
-# name -> NewtonLoss options (None: the regular loss). Two extra keys: "unroll"
+# name -> fields of the variant's kn.newton.HessianEstimate (None: the regular
+# loss; {}: the exact Hessian). Two extra keys: "unroll"
 # (False: the relaxed path's loops run as tf.while_loops, default True) and
 # "regular" (True: train on the loss itself).
 DEFAULT_VARIANTS = {
@@ -56,13 +57,12 @@ DEFAULT_VARIANTS = {
     "exact": dict(),
     "affordable": AFFORDABLE,
     "regular_while": dict(regular=True, unroll=False),
-    "affordable_while_fd": dict(AFFORDABLE, unroll=False,
-                                hessian_products="finite_differences"),
+    "affordable_while_fd": dict(AFFORDABLE, unroll=False, products="finite_differences"),
 }
 
 
 def split_variant(options):
-    """``(unroll, NewtonLoss options or None)`` of a variant's options."""
+    """``(unroll, HessianEstimate fields or None)`` of a variant's options."""
     if options is None:
         return True, None
     options = dict(options)
@@ -103,7 +103,8 @@ def _compiled_model(seed, input_shape, grid_size, options, beta, n_iter, damping
     unroll, options = split_variant(options)
     loss = relaxed_path_loss(beta, n_iter, unroll)
     if options is not None:
-        loss = kn.NewtonLoss(loss, curvature="hessian", damping=damping, **options)
+        step = kn.NewtonStep("hessian", damping, estimate=kn.newton.HessianEstimate(**options))
+        loss = kn.NewtonLoss(loss, step)
     model.compile(keras.optimizers.Adam(learning_rate), loss=loss, jit_compile=jit_compile,
                   run_eagerly=run_eagerly)
     return model
@@ -246,11 +247,10 @@ def main(argv=None):
                         default=None, help="subset of the variants (default: all)")
     args = parser.parse_args(argv)
     variants = dict(DEFAULT_VARIANTS)
-    affordable = dict(hessian_samples=args.samples, hessian_rank=args.rank,
-                      hessian_refresh_every=args.refresh)
+    affordable = dict(samples=args.samples, rank=args.rank, refresh_every=args.refresh)
     variants["affordable"] = affordable
     variants["affordable_while_fd"] = dict(affordable, unroll=False,
-                                           hessian_products="finite_differences")
+                                           products="finite_differences")
     if args.variants:
         variants = {name: variants[name] for name in args.variants}
     if args.skip_exact:

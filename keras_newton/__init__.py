@@ -6,11 +6,15 @@ Learning with Differentiable Algorithms", NeurIPS 2024 (arXiv:2410.19055).
 
 import importlib
 
-from keras_newton.curvature import CURVATURES
-from keras_newton.curvature_cache import CurvatureCache
-from keras_newton.newton_loss import NewtonLoss
-from keras_newton.newton_loss_model import NewtonLossModel
-from keras_newton.newton_target import newton_target
+from keras_newton import newton
+from keras_newton.newton import (
+    CURVATURES,
+    CurvatureCache,
+    NewtonLoss,
+    NewtonLossModel,
+    NewtonStep,
+    newton_target,
+)
 
 # Imported eagerly so that every serializable loss and metric is registered
 # with Keras before a saved model is loaded.
@@ -35,8 +39,11 @@ def __getattr__(name):
 
 __all__ = [
     "CURVATURES",
+    "CurvatureCache",
     "NewtonLoss",
     "NewtonLossModel",
+    "NewtonStep",
+    "newton",
     "newton_target",
     "losses",
     "metrics",

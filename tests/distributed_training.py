@@ -50,9 +50,10 @@ def main():
 
     keras.config.disable_traceback_filtering()
 
-    # The module, not the kn.newton_target function of the same name.
-    core = importlib.import_module("keras_newton.newton_target")
-    print(f"keras_newton from: {os.path.dirname(os.path.abspath(core.__file__))}")
+    # The module that solves the Newton steps (it looks Woodbury up at call time).
+    core = importlib.import_module("keras_newton.newton.solvers")
+    package = os.path.dirname(os.path.dirname(os.path.abspath(core.__file__)))
+    print(f"keras_newton from: {package}")
 
     # Count the Woodbury solves traced, to show which solver "auto" chose.
     woodbury_solves = []

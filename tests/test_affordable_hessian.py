@@ -9,15 +9,16 @@ import pytest
 import tensorflow as tf
 
 import keras_newton as kn
-from keras_newton.curvature import autodiff_derivatives
-from keras_newton.curvature_cache import CurvatureCache
-from keras_newton.damped_solve import damped_solve
-from keras_newton.hessian_sketch import (
+from keras_newton.newton import HessianEstimate, NewtonStep, Solver
+from keras_newton.newton.autodiff import autodiff_derivatives
+from keras_newton.newton.curvature_cache import CurvatureCache
+from keras_newton.newton.eigen_solve import damped_solve, low_rank_damped_solve
+from keras_newton.newton.sketch import (
     finite_difference_mean_hessian_products,
-    low_rank_damped_solve,
     mean_hessian_products,
     sketch_mean_hessian,
 )
+from keras_newton.newton.target import newton_step_target
 from keras_newton.shortest_path import relaxed_shortest_path
 from conftest import run_in_mode
 
@@ -89,19 +90,19 @@ def test_finite_difference_sketch_through_while_loops_under_xla(rng):
 
     exact = kn.newton_target(loss(True), path, costs, damping=0.1)
     target = tf.function(lambda t, c: kn.newton_target(
-        loss(False), t, c, damping=0.1, hessian_rank=16,
-        hessian_products="finite_differences"), jit_compile=True)(path, costs)
+        loss(False), t, c, NewtonStep(damping=0.1, estimate=HessianEstimate(
+            rank=16, products="finite_differences"))), jit_compile=True)(path, costs)
     step = (costs - exact).numpy()
     np.testing.assert_allclose((costs - target).numpy(), step, atol=5e-3 * np.abs(step).max())
 
 
-@pytest.mark.parametrize("options", [dict(hessian_rank=6), dict(hessian_samples=10),
-                                     dict(hessian_samples=64), dict(hessian_rank=6, hessian_samples=10)])
+@pytest.mark.parametrize("options", [dict(rank=6), dict(samples=10),
+                                     dict(samples=64), dict(rank=6, samples=10)])
 def test_full_rank_or_whole_batch_equals_exact(mode, batch, options):
     t, y = batch
     exact = kn.newton_target(_coupled, t, y, damping=DAMPING).numpy()
-    got = run_in_mode(mode, lambda a, b: kn.newton_target(_coupled, a, b, damping=DAMPING,
-                                                          **options), t, y)
+    step = NewtonStep(damping=DAMPING, estimate=HessianEstimate(**options))
+    got = run_in_mode(mode, lambda a, b: kn.newton_target(_coupled, a, b, step), t, y)
     g, h = _coupled_numpy(t.astype(np.float64), y.astype(np.float64))
     np.testing.assert_allclose(exact, _numpy_target(g, h.mean(0), y), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(got, exact, rtol=1e-4, atol=1e-4)
@@ -111,7 +112,8 @@ def test_full_rank_or_whole_batch_equals_exact(mode, batch, options):
 def test_subsample_uses_the_first_samples_only(mode, batch, indefinite):
     t, y = batch
     got = run_in_mode(mode, lambda a, b: kn.newton_target(
-        _coupled, a, b, damping=DAMPING, indefinite=indefinite, hessian_samples=3), t, y)
+        _coupled, a, b, NewtonStep(damping=DAMPING, estimate=HessianEstimate(samples=3),
+                                   solver=Solver(indefinite=indefinite))), t, y)
     g, h = _coupled_numpy(t.astype(np.float64), y.astype(np.float64))
     want = _numpy_target(g, h[:3].mean(0), y, indefinite=indefinite)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -168,13 +170,16 @@ def test_sketch_of_the_relaxed_shortest_path_equals_the_jacobian_hessian(rng):
     products = mean_hessian_products(loss, path, costs, flat_eye)
     np.testing.assert_allclose(products.numpy(), exact.numpy(), rtol=1e-8, atol=1e-12)
     want = kn.newton_target(loss, path, costs, damping=1e-3)
-    got = kn.newton_target(loss, path, costs, damping=1e-3, hessian_rank=16)
+    got = kn.newton_target(loss, path, costs, NewtonStep(
+        damping=1e-3, estimate=HessianEstimate(rank=16)))
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-7, atol=1e-9)
 
 
 def _cached_target_fn(mode, cache):
     def target(a, b):
-        return kn.newton_target(_coupled, a, b, damping=DAMPING, hessian_cache=cache)
+        step = NewtonStep(damping=DAMPING,
+                          estimate=HessianEstimate(refresh_every=cache.refresh_every))
+        return newton_step_target(_coupled, a, b, step, cache)
 
     if mode == "eager":
         return target
@@ -211,24 +216,34 @@ def test_cached_factorization_is_reused_between_refreshes(mode, batch):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(hessian_samples=0), "hessian_samples"),
-        (dict(hessian_samples=2.5), "hessian_samples"),
-        (dict(hessian_samples=True), "hessian_samples"),
-        (dict(hessian_rank=-1), "hessian_rank"),
-        (dict(hessian_refresh_every=0), "hessian_refresh_every"),
-        (dict(hessian_seed="a"), "hessian_seed"),
-        (dict(curvature="fisher", hessian_rank=3), "hessian_rank"),
-        (dict(curvature="elementwise_hessian", hessian_samples=3), "hessian_samples"),
-        (dict(curvature="fisher", hessian_refresh_every=2), "hessian_refresh_every"),
-        (dict(hessian_rank=2, hessian_products="forward"), "hessian_products"),
-        (dict(hessian_products="finite_differences"), "hessian_rank"),
+        (dict(samples=0), "samples"),
+        (dict(samples=2.5), "samples"),
+        (dict(samples=True), "samples"),
+        (dict(rank=-1), "rank"),
+        (dict(refresh_every=0), "refresh_every"),
+        (dict(seed="a"), "seed"),
+        (dict(curvature="fisher", rank=3), "rank"),
+        (dict(curvature="elementwise_hessian", samples=3), "samples"),
+        (dict(curvature="fisher", refresh_every=2), "refresh_every"),
+        (dict(rank=2, products="forward"), "products"),
+        (dict(products="finite_differences"), "rank"),
     ],
 )
 def test_bad_options_raise(kwargs, match):
+    kwargs = dict(kwargs)
+    curvature = kwargs.pop("curvature", "hessian")
+
+    def step():
+        return NewtonStep(curvature, estimate=HessianEstimate(**kwargs))
+
     with pytest.raises(ValueError, match=match):
-        kn.NewtonLoss("mse", **kwargs)
+        kn.NewtonLoss("mse", step())
     with pytest.raises(ValueError, match=match):
-        kn.NewtonLossModel(**_functional(), **kwargs)
+        kn.NewtonLossModel(**_functional(), step=step())
+    # The same options in their old flat spelling are named as they were.
+    old = {f"hessian_{key}": value for key, value in kwargs.items()}
+    with pytest.raises(ValueError, match=f"hessian_{match}"):
+        NewtonStep.from_options(curvature=curvature, **old)
 
 
 def _functional():
@@ -238,23 +253,23 @@ def _functional():
 
 def test_rank_above_outputs_raises(batch):
     t, y = batch
-    with pytest.raises(ValueError, match="hessian_rank"):
-        kn.newton_target(_coupled, t, y, hessian_rank=7)
+    with pytest.raises(ValueError, match="rank"):
+        kn.newton_target(_coupled, t, y, NewtonStep(estimate=HessianEstimate(rank=7)))
 
 
 def test_options_serialize():
-    loss = kn.NewtonLoss("mse", hessian_samples=4, hessian_rank=2, hessian_seed=3,
-                         hessian_refresh_every=5, hessian_products="finite_differences")
+    estimate = HessianEstimate(samples=4, rank=2, seed=3, refresh_every=5,
+                               products="finite_differences")
+    loss = kn.NewtonLoss("mse", NewtonStep(estimate=estimate))
     restored = kn.NewtonLoss.from_config(loss.get_config())
-    for name in ("hessian_samples", "hessian_rank", "hessian_seed", "hessian_refresh_every",
-                 "hessian_products"):
-        assert getattr(restored, name) == getattr(loss, name)
+    assert restored.step.estimate.get_config() == dict(
+        samples=4, rank=2, seed=3, refresh_every=5, products="finite_differences")
     assert restored.hessian_cache.refresh_every == 5
-    model = kn.NewtonLossModel(**_functional(), hessian_samples=4, hessian_rank=2,
-                               hessian_refresh_every=3, hessian_products="finite_differences")
-    config = model.get_config()
-    assert (config["hessian_samples"], config["hessian_rank"], config["hessian_refresh_every"],
-            config["hessian_products"]) == (4, 2, 3, "finite_differences")
+    model = kn.NewtonLossModel(**_functional(), step=NewtonStep(estimate=HessianEstimate(
+        samples=4, rank=2, refresh_every=3, products="finite_differences")))
+    restored = kn.NewtonLossModel.from_config(model.get_config())
+    assert restored.step.estimate.get_config() == dict(
+        samples=4, rank=2, seed=0, refresh_every=3, products="finite_differences")
 
 
 def _path_loss(y_true, y_pred):
@@ -277,14 +292,14 @@ def _cost_net(inputs):
 def test_fit_stays_finite(rng, use_model, jit_compile):
     keras.utils.set_random_seed(0)
     x, y = _path_data(rng)
-    options = dict(hessian_samples=4, hessian_rank=5, hessian_refresh_every=2)
+    step = NewtonStep(estimate=HessianEstimate(samples=4, rank=5, refresh_every=2))
     inputs = keras.Input((8,))
     if use_model:
-        model = kn.NewtonLossModel(inputs, _cost_net(inputs), **options)
+        model = kn.NewtonLossModel(inputs, _cost_net(inputs), step=step)
         model.compile("adam", loss=_path_loss, jit_compile=jit_compile)
     else:
         model = keras.Model(inputs, _cost_net(inputs))
-        model.compile("adam", loss=kn.NewtonLoss(_path_loss, **options), run_eagerly=True)
+        model.compile("adam", loss=kn.NewtonLoss(_path_loss, step), run_eagerly=True)
     before = [w.numpy().copy() for w in model.trainable_weights]
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
@@ -299,11 +314,11 @@ def test_benchmark_smoke():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
     import benchmark_warcraft_hessian as bench
 
-    affordable = dict(hessian_samples=2, hessian_rank=3, hessian_refresh_every=2)
+    affordable = dict(samples=2, rank=3, refresh_every=2)
     variants = {"regular": None, "affordable": affordable,
                 "regular_while": dict(regular=True, unroll=False),
                 "affordable_while_fd": dict(affordable, unroll=False,
-                                            hessian_products="finite_differences")}
+                                            products="finite_differences")}
     overhead = bench.step_overhead(variants, batch_size=2, image_size=16, grid_size=3,
                                    n_iter=3, steps=2, jit_compile=False, log=lambda s: None,
                                    run_eagerly=True)
@@ -336,12 +351,12 @@ def loss(t, y):
 
 rng = np.random.default_rng(0)
 y = rng.normal(size=(8, 6)); t = rng.normal(size=(8, 6))
-options = dict(damping=0.05, hessian_rank=4, hessian_seed=7)
-single = kn.newton_target(loss, t, y, **options).numpy()
+options = kn.NewtonStep(damping=0.05, estimate=kn.newton.HessianEstimate(rank=4, seed=7))
+single = kn.newton_target(loss, t, y, options).numpy()
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 data = strategy.experimental_distribute_dataset(
     tf.data.Dataset.from_tensor_slices((t, y)).batch(8))
-replicas = strategy.run(lambda b: kn.newton_target(loss, b[0], b[1], **options),
+replicas = strategy.run(lambda b: kn.newton_target(loss, b[0], b[1], options),
                         args=(next(iter(data)),))
 mirrored = np.concatenate([r.numpy() for r in strategy.experimental_local_results(replicas)])
 np.testing.assert_allclose(mirrored, single, rtol=1e-9, atol=1e-9)

@@ -96,8 +96,10 @@ def test_path_with_affordable_hessian_options(tmp_path, monkeypatch):
               "--hessian-rank", "2", "--hessian-samples", "2", "--output-dir", out,
               *TINY_PATH])
     (variant, model), = built
-    assert (model.curvature, model.hessian_rank, model.hessian_samples,
-            model.hessian_refresh_every) == ("hessian", 2, 2, 1)
+    estimate = model.step.estimate
+    assert (model.step.curvature, estimate.rank, estimate.samples,
+            estimate.refresh_every) == ("hessian", 2, 2, 1)
+    assert model.step == variant.newton_step()
     assert "rank 2" in variant.name and "2 samples" in variant.name
     data = _check_outputs(out, "results", 1, "perfect_match")
     run, = data["runs"]
@@ -115,7 +117,7 @@ def test_path_hessian_sketch_from_finite_differences_through_while_loops_under_x
               "--hessian-rank", "2", "--hessian-products", "finite_differences",
               "--output-dir", out, *tiny_xla])
     (variant, model), = built
-    assert (model.hessian_rank, model.hessian_products) == (2, "finite_differences")
+    assert (model.step.estimate.rank, model.step.estimate.products) == (2, "finite_differences")
     assert model.jit_compile and model._newton_losses.unroll is False
     assert "finite differences" in variant.name
     run, = _check_outputs(out, "results", 1, "perfect_match")["runs"]
@@ -150,7 +152,7 @@ def test_overhead_subcommand(tmp_path, capsys, monkeypatch):
     # Each Newton variant with its own (sorting preset) λ, not the Hessian's.
     assert result["dampings"] == {"hessian": 0.01, "fisher": 0.001}
     assert {v.newton: v.damping for v, _ in built if v.is_newton} == result["dampings"]
-    assert {v.newton: m.damping for v, m in built if v.is_newton} == result["dampings"]
+    assert {v.newton: m.step.damping.value() for v, m in built if v.is_newton} == result["dampings"]
     printed = capsys.readouterr().out
     table = results.parse_markdown_table(printed[printed.rindex("| task |"):])
     assert [row["variant"] for row in table] == ["none", "hessian", "fisher"]

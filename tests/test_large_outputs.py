@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_newton as kn
-from keras_newton.newton_target import choose_solver
+from keras_newton.newton import Solver
 from conftest import run_in_mode
 
 
@@ -25,28 +25,33 @@ def _quartic_diagonal_hessian(y_true, y_pred):
 def test_matrix_free_solvers_match_the_dense_solve(mode, curvature, solver, rng):
     y = tf.constant(rng.normal(size=(5, 12)), tf.float64)
     t = tf.constant(rng.normal(size=(5, 12)), tf.float64)
-    dense = kn.newton_target(_quartic, t, y, curvature=curvature, damping=0.05, solver="dense")
+    dense = kn.newton_target(_quartic, t, y, kn.NewtonStep(curvature, 0.05, solver="dense"))
 
     def target(a, b):
-        return kn.newton_target(_quartic, a, b, curvature=curvature, damping=0.05,
-                                solver=solver, cg_tolerance=1e-10)
+        return kn.newton_target(_quartic, a, b, kn.NewtonStep(
+            curvature, 0.05, solver=Solver(solver, cg_tolerance=1e-10)))
 
     got = run_in_mode(mode, target, t, y)
     np.testing.assert_allclose(got, dense.numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_auto_solver_choice_by_shape():
-    assert choose_solver("auto", "fisher", 1e-3, 4096, 8, None) == "woodbury"
-    assert choose_solver("auto", "fisher", 1e-3, 4096, None, None) == "woodbury"
-    assert choose_solver("auto", "fisher", 1e-3, 300, 1000, None) == "dense"
-    assert choose_solver("auto", "fisher", 0.0, 4096, 8, None) == "dense"
-    assert choose_solver("auto", "fisher", 1e-3, 10, 8, None) == "dense"
-    assert choose_solver("auto", "elementwise_hessian", 1e-3, 4096, 8, None) == "cg"
-    assert choose_solver("auto", "hessian", 1e-3, 4096, 8, None) == "dense"
+    def choose(curvature, damping, m, batch_size, indefinite="abs", protocol=False):
+        return Solver("auto", indefinite).choose(curvature, damping > 0, m, batch_size, protocol)
+
+    assert choose("fisher", 1e-3, 4096, 8) == "woodbury"
+    assert choose("fisher", 1e-3, 4096, None) == "woodbury"
+    assert choose("fisher", 1e-3, 300, 1000) == "dense"
+    assert choose("fisher", 0.0, 4096, 8) == "dense"
+    assert choose("fisher", 1e-3, 10, 8) == "dense"
+    assert choose("elementwise_hessian", 1e-3, 4096, 8) == "cg"
+    assert choose("hessian", 1e-3, 4096, 8) == "dense"
     # CG cannot apply indefinite="clip": "auto" keeps the dense solve then.
-    assert choose_solver("auto", "elementwise_hessian", 1e-3, 4096, 8, None, "abs") == "cg"
-    assert choose_solver("auto", "elementwise_hessian", 1e-3, 4096, 8, None, "clip") == "dense"
-    assert choose_solver("auto", "fisher", 1e-3, 4096, 8, None, "clip") == "woodbury"
+    assert choose("elementwise_hessian", 1e-3, 4096, 8, "abs") == "cg"
+    assert choose("elementwise_hessian", 1e-3, 4096, 8, "clip") == "dense"
+    assert choose("fisher", 1e-3, 4096, 8, "clip") == "woodbury"
+    # A loss with its own curvature has no Hessian-vector products for CG.
+    assert choose("elementwise_hessian", 1e-3, 4096, 8, protocol=True) == "dense"
 
 
 @pytest.mark.parametrize(
@@ -56,12 +61,13 @@ def test_auto_solver_choice_by_shape():
         (dict(solver="woodbury", curvature="hessian"), "woodbury"),
         (dict(solver="woodbury", curvature="fisher", damping=0.0), "damping"),
         (dict(solver="cg", curvature="fisher"), "cg"),
-        (dict(solver="cg", curvature="elementwise_hessian", indefinite="clip"), "indefinite"),
+        (dict(solver=dict(method="cg", indefinite="clip"), curvature="elementwise_hessian"),
+         "indefinite"),
     ],
 )
 def test_bad_solver_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        kn.NewtonLoss("mse", **kwargs)
+        kn.NewtonLoss("mse", kn.NewtonStep(**kwargs))
 
 
 def test_fisher_with_4096_outputs_solves_through_woodbury(rng):
@@ -81,9 +87,8 @@ def test_elementwise_hessian_with_4096_outputs_solves_through_cg(rng):
     n, m, damping = 4, 4096, 1e-3
     y = tf.constant(rng.normal(size=(n, m)), tf.float32)
     t = tf.constant(rng.normal(size=(n, m)), tf.float32)
-    z = tf.function(lambda a, b: kn.newton_target(_quartic, a, b, curvature="elementwise_hessian",
-                                                  damping=damping, cg_tolerance=1e-6),
-                    jit_compile=True)(t, y)
+    step = kn.NewtonStep("elementwise_hessian", damping, solver=Solver(cg_tolerance=1e-6))
+    z = tf.function(lambda a, b: kn.newton_target(_quartic, a, b, step), jit_compile=True)(t, y)
     # The Hessian is diagonal here, so the exact step is g / (h + λ).
     d = (y - t).numpy().astype(np.float64)
     yy = y.numpy().astype(np.float64)
@@ -152,9 +157,9 @@ def test_cg_on_an_indefinite_hessian_stops_at_negative_curvature(mode, rng):
     damping, iterations, tolerance = 1e-3, 50, 1e-12
 
     def target(t, v):
-        return kn.newton_target(_quadratic(a), t, v, curvature="elementwise_hessian",
-                                damping=damping, solver="cg", cg_max_iterations=iterations,
-                                cg_tolerance=tolerance)
+        return kn.newton_target(_quadratic(a), t, v, kn.NewtonStep(
+            "elementwise_hessian", damping,
+            solver=Solver("cg", cg_max_iterations=iterations, cg_tolerance=tolerance)))
 
     step = y - run_in_mode(mode, target, tf.constant(b), tf.constant(y))
     g = y @ a - b
@@ -191,8 +196,8 @@ def test_cg_matches_a_dense_numpy_solve_for_non_diagonal_hessians(mode, loss_nam
         hessians = np.stack([np.diag(qi) - np.outer(qi, qi) for qi in q])
 
     def target(a_true, b_pred):
-        return kn.newton_target(loss, a_true, b_pred, curvature="elementwise_hessian",
-                                damping=damping, solver="cg", cg_tolerance=1e-12)
+        return kn.newton_target(loss, a_true, b_pred, kn.NewtonStep(
+            "elementwise_hessian", damping, solver=Solver("cg", cg_tolerance=1e-12)))
 
     step = y - run_in_mode(mode, target, tf.constant(t), tf.constant(y))
     expected = np.stack([np.linalg.solve(h + damping * np.eye(m), gi)
@@ -209,12 +214,12 @@ def test_auto_solver_above_256_outputs_uses_cg_with_abs_and_dense_with_clip(rng)
     a = 0.5 * (a + a.T)
     t, y = tf.constant(rng.normal(size=(2, m))), tf.constant(rng.normal(size=(2, m)))
 
-    def target(**kwargs):
-        return kn.newton_target(_quadratic(a), t, y, curvature="elementwise_hessian",
-                                damping=damping, **kwargs).numpy()
+    def target(method, indefinite="abs"):
+        return kn.newton_target(_quadratic(a), t, y, kn.NewtonStep(
+            "elementwise_hessian", damping, solver=Solver(method, indefinite))).numpy()
 
-    cg = target(solver="cg")
-    np.testing.assert_array_equal(target(solver="auto"), cg)
-    clip = target(solver="dense", indefinite="clip")
-    np.testing.assert_array_equal(target(solver="auto", indefinite="clip"), clip)
+    cg = target("cg")
+    np.testing.assert_array_equal(target("auto"), cg)
+    clip = target("dense", "clip")
+    np.testing.assert_array_equal(target("auto", "clip"), clip)
     assert np.abs(cg - clip).max() > 1e-2

@@ -200,8 +200,8 @@ def test_indefinite_hessian_toy_loss_trains_200_steps_without_nan(rng):
     y = rng.normal(size=(200 * 8, 2)).astype("float32")
     for indefinite in ("abs", "clip"):
         inputs = keras.Input((4,))
-        model = kn.NewtonLossModel(inputs, keras.layers.Dense(2)(inputs), damping=1e-3,
-                                   indefinite=indefinite)
+        model = kn.NewtonLossModel(inputs, keras.layers.Dense(2)(inputs), step=kn.NewtonStep(
+            damping=1e-3, solver=kn.newton.Solver(indefinite=indefinite)))
         model.compile(keras.optimizers.SGD(0.01), loss=wavy, jit_compile=True)
         history = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
         assert all(np.isfinite(w).all() for w in model.get_weights())
@@ -226,7 +226,7 @@ def test_save_and_load_keras_file(rng, tmp_path):
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
     assert isinstance(restored, kn.NewtonLossModel)
-    assert (restored.curvature, restored.damping) == ("fisher", 0.2)
+    assert restored.step == kn.NewtonStep("fisher", damping=0.2)
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     restored.fit(x, y, epochs=1, verbose=0)
 
@@ -237,4 +237,5 @@ def test_bad_construction_arguments():
     with pytest.raises(ValueError, match="damping"):
         _functional(damping=-0.5)
     with pytest.raises(ValueError, match="cg"):
-        _functional(curvature="elementwise_hessian", solver="cg", indefinite="clip")
+        _functional(step=kn.NewtonStep("elementwise_hessian", solver=dict(
+            method="cg", indefinite="clip")))

@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 import keras_newton as kn
-from keras_newton import curvature as curvature_lib
-from keras_newton.closed_forms import closed_form_derivatives
-from keras_newton.curvature import autodiff_derivatives, per_sample_loss_fn
+from keras_newton.newton import autodiff as autodiff_lib
+from keras_newton.newton.autodiff import autodiff_derivatives, per_sample_loss_fn
+from keras_newton.newton.closed_forms import closed_form_derivatives
 from conftest import run_in_mode
 
 
@@ -86,7 +86,7 @@ def test_closed_forms_and_autodiff_match_numpy_reference(name, curvature, rng):
     for closed in (True, False):
         z = kn.newton_target(
             make_loss(), tf.constant(t, tf.float64), tf.constant(y, tf.float64),
-            curvature=curvature, damping=0.05, use_closed_form=closed,
+            kn.NewtonStep(curvature, 0.05, derivatives="auto" if closed else "autodiff"),
         )
         np.testing.assert_allclose(z.numpy(), expected, rtol=1e-9, atol=1e-9)
 
@@ -252,7 +252,6 @@ def test_curvature_protocol_is_used_and_checked(rng):
         (dict(damping=-1.0), ValueError, "damping"),
         (dict(damping=float("nan")), ValueError, "damping"),
         (dict(damping="big"), TypeError, "damping"),
-        (dict(indefinite="flip"), ValueError, "indefinite"),
     ],
 )
 def test_bad_options_raise(kwargs, error, match):
@@ -260,6 +259,13 @@ def test_bad_options_raise(kwargs, error, match):
         kn.NewtonLoss("mse", **kwargs)
     with pytest.raises(error, match=match):
         kn.newton_target("mse", tf.zeros((2, 2)), tf.zeros((2, 2)), **kwargs)
+    with pytest.raises(error, match=match):
+        kn.NewtonStep(**kwargs)
+
+
+def test_bad_indefinite_raises():
+    with pytest.raises(ValueError, match="indefinite"):
+        kn.newton.Solver(indefinite="flip")
 
 
 def test_bad_inputs_raise():
@@ -297,9 +303,11 @@ def test_indefinite_and_singular_curvature_stay_finite(indefinite):
 
     y = tf.constant([[1.0, 1.0], [0.5, -0.5]], tf.float64)
     for damping in (0.0, 1e-3):
-        z = kn.newton_target(saddle, tf.zeros_like(y), y, damping=damping, indefinite=indefinite)
+        z = kn.newton_target(saddle, tf.zeros_like(y), y, kn.NewtonStep(
+            damping=damping, solver=kn.newton.Solver(indefinite=indefinite)))
         assert np.isfinite(z.numpy()).all()
-    z = kn.newton_target(saddle, tf.zeros_like(y), y, damping=0.0, indefinite="abs")
+    z = kn.newton_target(saddle, tf.zeros_like(y), y, kn.NewtonStep(
+        damping=0.0, solver=kn.newton.Solver(indefinite="abs")))
     # Saddle-free Newton: step |H|^-1 g = (y0, -y1) -> z = (0, 2 y1).
     np.testing.assert_allclose(z, np.stack([np.zeros(2), 2 * y.numpy()[:, 1]], 1), atol=1e-12)
     linear = kn.newton_target(lambda a, b: tf.reduce_sum(b, -1), tf.zeros_like(y), y, damping=0.0)
@@ -360,7 +368,8 @@ def test_shapes_are_accepted_exactly_when_keras_accepts_them(
     for mode in ("eager", "function"):
         for closed in (True, False):
             def target(a, b):
-                return kn.newton_target(make_loss(), a, b, damping=0.1, use_closed_form=closed)
+                return kn.newton_target(make_loss(), a, b, kn.NewtonStep(
+                    damping=0.1, derivatives="auto" if closed else "autodiff"))
 
             if accepted:
                 z = run_in_mode(mode, target, y_true, y_pred)
@@ -424,7 +433,8 @@ def test_targets_with_their_own_structure_still_work(rng):
 @pytest.mark.parametrize("value", [np.float32(0.25), np.float64(0.1), np.float16(0.5), np.int64(2), 3])
 def test_damping_accepts_python_and_numpy_real_numbers(value, rng):
     loss = kn.NewtonLoss("mse", damping=value)
-    assert type(loss.damping) is float and loss.damping == float(value)
+    lam = loss.step.damping.value()
+    assert type(lam) is float and lam == float(value)
     json.dumps(loss.get_config())  # an np.float32 would not serialize
     y = tf.constant(rng.normal(size=(3, 2)))
     t = tf.constant(rng.normal(size=(3, 2)))
@@ -493,21 +503,23 @@ def test_a_non_finite_sample_leaves_the_other_samples_newton_steps_unchanged(
 
 
 @pytest.mark.parametrize(
-    "options",
-    [dict(curvature="fisher", solver="woodbury"), dict(hessian_samples=4),
-     dict(curvature="elementwise_hessian", solver="cg")],
+    "make_step",
+    [lambda samples: kn.NewtonStep("fisher", 0.1, solver="woodbury"),
+     lambda samples: kn.NewtonStep(damping=0.1, estimate=kn.newton.HessianEstimate(samples)),
+     lambda samples: kn.NewtonStep("elementwise_hessian", 0.1, solver="cg")],
     ids=["woodbury", "hessian_samples", "cg"],
 )
-def test_non_finite_labels_are_left_out_of_matrix_free_and_subsampled_curvature(options, rng):
+def test_non_finite_labels_are_left_out_of_matrix_free_and_subsampled_curvature(make_step, rng):
     """A NaN label (finite output) gives that sample no step, the rest as without it."""
     y = rng.normal(size=(5, 3))
     t = rng.normal(size=(5, 3))
     poisoned = t.copy()
     poisoned[1, 0] = np.nan
     keep = [0, 2, 3, 4]
-    z = kn.newton_target(_smooth_l1, tf.constant(poisoned), tf.constant(y), damping=0.1, **options)
-    without = kn.newton_target(_smooth_l1, tf.constant(t[keep]), tf.constant(y[keep]), damping=0.1,
-                               **{**options, "hessian_samples": 3} if "hessian_samples" in options else options)
+    # With one of the first 4 samples left out, the subsample has 3 usable ones.
+    z = kn.newton_target(_smooth_l1, tf.constant(poisoned), tf.constant(y), make_step(4))
+    without = kn.newton_target(_smooth_l1, tf.constant(t[keep]), tf.constant(y[keep]),
+                               make_step(3))
     np.testing.assert_allclose(z.numpy()[keep], without, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(z.numpy()[1], y[1])
 
@@ -546,13 +558,13 @@ y[1, 0] = np.nan  # replica 0 holds rows 0-2, replica 1 rows 3-5
 keep = [0, 2, 3, 4, 5]
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 loss = keras.losses.CategoricalCrossentropy(from_logits=True)
-for options in (dict(curvature="hessian"), dict(curvature="fisher"),
-                dict(curvature="fisher", solver="woodbury")):
+for options in (kn.NewtonStep("hessian", 0.1), kn.NewtonStep("fisher", 0.1),
+                kn.NewtonStep("fisher", 0.1, solver="woodbury")):
     rows = lambda array: strategy.experimental_distribute_values_from_function(
         lambda context: array[3 * context.replica_id_in_sync_group:][:3])
-    step = tf.function(lambda a, b: kn.newton_target(loss, a, b, damping=0.1, **options))
+    step = tf.function(lambda a, b: kn.newton_target(loss, a, b, options))
     z = np.concatenate(strategy.experimental_local_results(strategy.run(step, (rows(t), rows(y)))))
-    single = kn.newton_target(loss, t[keep], y[keep], damping=0.1, **options).numpy()
+    single = kn.newton_target(loss, t[keep], y[keep], options).numpy()
     np.testing.assert_allclose(z[keep], single, rtol=1e-5, atol=1e-6, err_msg=str(options))
     assert np.isnan(z[1, 0]) and z[1, 1] == y[1, 1], options
 print("mirrored ok")
@@ -590,7 +602,7 @@ def test_closed_form_targets_agree_across_execution_modes(name, curvature, mode,
         y, t = _case_data(name, rng)
     y, t = tf.constant(y, tf.float32), tf.constant(t, tf.int32 if name == "sparse_ce" else tf.float32)
     # Every mode must take the closed-form path, not fall back to autodiff.
-    monkeypatch.setattr(curvature_lib, "autodiff_derivatives", _no_autodiff)
+    monkeypatch.setattr(autodiff_lib, "autodiff_derivatives", _no_autodiff)
 
     def target(a, b):
         return kn.newton_target(CLOSED_FORM_CASES[name](), a, b, curvature=curvature, damping=0.1)
@@ -622,7 +634,7 @@ def test_curvature_protocol_targets_agree_across_execution_modes(curvature, mode
     y, t = _case_data("softmax_ce", rng)
     gradients, hessians = LOSS_CASES["softmax_ce"][1](y, t)
     expected = _numpy_newton_target(gradients, hessians, y, 0.1, curvature)
-    monkeypatch.setattr(curvature_lib, "autodiff_derivatives", _no_autodiff)
+    monkeypatch.setattr(autodiff_lib, "autodiff_derivatives", _no_autodiff)
     loss = _LogSumExpProtocolLoss()
     got = run_in_mode(
         mode, lambda a, b: kn.newton_target(loss, a, b, curvature=curvature, damping=0.1),

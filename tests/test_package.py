@@ -32,7 +32,8 @@ def test_unknown_attribute_raises_attribute_error():
 
 
 def test_losses_and_metrics_are_registered_for_loading():
-    names = ["NewtonLoss", "SortingLoss", "ShortestPathLoss", "SmoothedLoss", "FenchelYoungLoss",
+    names = ["NewtonLoss", "NewtonLossModel", "NewtonStep", "HessianEstimate", "Solver",
+             "FixedDamping", "SortingLoss", "ShortestPathLoss", "SmoothedLoss", "FenchelYoungLoss",
              "OrderingExactMatch", "ElementwiseRankAccuracy", "PerfectMatch", "CostRatio"]
     for name in names:
         registered = keras.saving.get_registered_object(f"keras_newton>{name}")

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import keras_newton as kn
 from conftest import run_in_mode
-from keras_newton import curvature as curvature_lib
+from keras_newton.newton import autodiff as autodiff_lib
 from keras_newton.losses import ShortestPathLoss
 from keras_newton.shortest_path import relaxed_shortest_path, shortest_path
 
@@ -75,9 +75,9 @@ def test_nested_tape_hessian_matches_finite_differences(rng):
     # the gradient, on 2×3 grids.
     truth, costs = _maps(rng, n=2, h=2, w=3)
     loss = ShortestPathLoss("l2", beta=2.0, n_iter=4)
-    per_sample = curvature_lib.per_sample_loss_fn(loss)
+    per_sample = autodiff_lib.per_sample_loss_fn(loss)
     y_true, y = tf.constant(truth), tf.constant(costs)
-    gradients, hessians = tf.function(lambda y: curvature_lib.autodiff_derivatives(
+    gradients, hessians = tf.function(lambda y: autodiff_lib.autodiff_derivatives(
         per_sample, y_true, y, "elementwise_hessian"))(y)
 
     def gradient_at(y):

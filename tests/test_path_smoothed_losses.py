@@ -201,7 +201,7 @@ def test_compiled_newton_loss_round_trips_through_keras_file(name, loss_class, r
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
-    assert isinstance(restored.loss, kn.NewtonLoss) and restored.loss.damping == 0.3
+    assert isinstance(restored.loss, kn.NewtonLoss) and restored.loss.step.damping.value() == 0.3
     assert isinstance(restored.loss.loss, loss_class)
     assert restored.loss.loss.get_config() == wrapped.get_config()
     np.testing.assert_allclose(restored.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

@@ -158,14 +158,10 @@ def check_hessian_options(config: dict, hessian_options: dict) -> None:
     estimates, so a sketch from autodiff Hessian-vector products
     (``hessian_rank``) does not apply to them; subsampling does.
     """
-    from keras_newton.hessian_estimates import validate_hessian_options
+    from keras_newton.newton import NewtonStep
 
-    options = {"hessian_samples": None, "hessian_rank": None, "hessian_refresh_every": 1,
-               "hessian_products": "autodiff", **hessian_options}
-    validate_hessian_options("hessian", options["hessian_samples"], options["hessian_rank"],
-                             0, options["hessian_refresh_every"],
-                             loss=path_loss(dict(PATH_DEFAULTS, **config)),
-                             hessian_products=options["hessian_products"])
+    NewtonStep.from_options(path_loss(dict(PATH_DEFAULTS, **config)), curvature="hessian",
+                            **hessian_options)
 
 
 def path_task(config: dict) -> Task:

@@ -17,10 +17,15 @@ Baseline and Newton variants share the architecture and, for equal seeds,
 the initial weights: the Newton model is a :class:`keras_newton.NewtonLossModel`
 over the same layers.
 
+A Newton variant's step is a :class:`keras_newton.NewtonStep` built from its
+fields (:meth:`Variant.newton_step`); nothing else copies them.
+
 Example:
   >>> variant = Variant("neural_sort/hessian", newton="hessian", damping=0.1)
   >>> variant.is_newton
   True
+  >>> variant.newton_step().damping.value()
+  0.1
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_newton.hessian_estimates import validate_hessian_options
+from keras_newton.newton import NewtonStep
 
 NEWTON_CHOICES = ("none", "hessian", "fisher", "elementwise_hessian")
 
@@ -88,6 +93,9 @@ class Variant:
         "Affordable Hessians", and :class:`keras_newton.NewtonLossModel`.
       hessian_products: ``"autodiff"`` or ``"finite_differences"``
         Hessian-vector products of the sketch (``hessian_rank``).
+
+    The ``hessian_*`` fields are the options of the CLI and of result
+    records; :meth:`newton_step` turns them into the spec.
     """
 
     name: str
@@ -105,9 +113,12 @@ class Variant:
                 f"newton must be one of {NEWTON_CHOICES}, got {self.newton!r}")
         if not np.isfinite(self.damping) or self.damping < 0:
             raise ValueError(f"damping must be finite and >= 0, got {self.damping}")
-        validate_hessian_options(self.newton, self.hessian_samples, self.hessian_rank, 0,
-                                 self.hessian_refresh_every,
-                                 hessian_products=self.hessian_products)
+        if self.is_newton:
+            self.newton_step()  # validates the options
+        elif any(getattr(self, f.name) != f.default for f in dataclasses.fields(self)
+                 if f.name.startswith("hessian_")):
+            raise ValueError(f"{self.hessian_options()} apply to newton='hessian', "
+                             "not to the loss trained directly (newton='none').")
 
     @property
     def is_newton(self) -> bool:
@@ -118,6 +129,11 @@ class Variant:
         return {"hessian_samples": self.hessian_samples, "hessian_rank": self.hessian_rank,
                 "hessian_refresh_every": self.hessian_refresh_every,
                 "hessian_products": self.hessian_products}
+
+    def newton_step(self) -> NewtonStep:
+        """The :class:`keras_newton.NewtonStep` this Newton variant trains with."""
+        return NewtonStep.from_options(curvature=self.newton, damping=self.damping,
+                                       **self.hessian_options())
 
     def as_dict(self) -> dict:
         return {"name": self.name, "newton": self.newton, "damping": self.damping,
@@ -147,14 +163,13 @@ def build_variant_model(task: Task, variant: Variant, seed: int,
       seed: seeds Keras' global generator before the weights are drawn.
       jit_compile: passed to ``compile`` (XLA on by default).
     """
-    from keras_newton.newton_loss_model import NewtonLossModel
+    from keras_newton.newton import NewtonLossModel
 
     keras.utils.set_random_seed(int(seed))
     base = task.build_model()
     if variant.is_newton:
-        model = NewtonLossModel(base.inputs, base.outputs, curvature=variant.newton,
-                                damping=variant.damping, name=f"{base.name}_newton",
-                                **variant.hessian_options())
+        model = NewtonLossModel(base.inputs, base.outputs, step=variant.newton_step(),
+                                name=f"{base.name}_newton")
     else:
         model = base
     model.compile(optimizer=task.make_optimizer(task.config["steps"]), loss=task.loss,

@@ -14,17 +14,32 @@ is the saddle-free Newton step (Dauphin et al., 2014) and ``"clip"`` treats
 negative-curvature directions as flat (step ``g/λ`` there). The relative floor
 ``ε max|e|`` keeps ``λ = 0`` with a singular ``M`` finite.
 
+**Low-rank solve.** For an eigen-factorization ``(e, V)`` with fewer
+columns than rows (a sketch, :mod:`keras_newton.newton.sketch`), directions
+outside ``span(V)`` get the curvature ``ρ = min_k t(e_k)``, the least
+curvature the sketch saw: conservative, since the unseen spectrum lies mostly
+below the kept one, and a smaller ``ρ`` would give near-``g/λ`` steps there:
+
+.. math::
+
+    (\\bar H + λI)^{-1} g \\approx V\\,\\mathrm{diag}(1/d(t(e)))\\,V^\\top g
+    + (g - V V^\\top g) / d(ρ).
+
 ``tf.linalg.cholesky`` returns NaN silently on a non-PD matrix and
 ``tf.debugging`` asserts vanish under XLA, hence the eigendecomposition. Solves
 run in float32 (float64 stays float64): there are no bfloat16 kernels, and
 float16 ones exist only under XLA.
 """
 
+from typing import Tuple
+
 import numpy as np
 import tensorflow as tf
 
 INDEFINITE_MODES = ("abs", "clip")
 RELATIVE_EIGENVALUE_FLOOR = 1e-6
+# (eigenvalues [r], eigenvectors [m, r]) of a curvature; r = m when exact.
+Factorization = Tuple[tf.Tensor, tf.Tensor]
 
 
 def solve_dtype(dtype: tf.DType) -> tf.DType:
@@ -76,3 +91,40 @@ def damped_solve(
     # rows of rhs in the eigenbasis: [..., k, m] x [..., m, m]
     coefficients = tf.matmul(rhs, eigenvectors) / damped[..., None, :]
     return tf.matmul(coefficients, eigenvectors, transpose_b=True)
+
+
+def dense_factorization(matrix: tf.Tensor) -> Factorization:
+    """Full eigendecomposition ``(e [m], V [m, m])`` of a symmetrized ``m×m`` matrix."""
+    matrix = 0.5 * (matrix + tf.transpose(matrix))
+    eigenvalues, eigenvectors = tf.linalg.eigh(matrix)
+    return eigenvalues, eigenvectors
+
+
+def low_rank_damped_solve(
+    factorization: Factorization, rhs: tf.Tensor, damping: float, indefinite: str = "abs"
+) -> tf.Tensor:
+    """``(V diag(e) Vᵀ + ρ(I - VVᵀ) + λI)^{-1}`` applied to rows of ``rhs`` ``[k, m]``.
+
+    ``ρ = min_k t(e_k)`` when ``V`` has fewer columns than rows; for a full
+    basis the complement is empty and this is
+    :func:`damped_solve`.
+    """
+    eigenvalues, eigenvectors = factorization
+    rhs = tf.convert_to_tensor(rhs)
+    dtype = rhs.dtype
+    eigenvalues = tf.cast(eigenvalues, dtype)
+    eigenvectors = tf.cast(eigenvectors, dtype)
+    transformed = tf.abs(eigenvalues) if indefinite == "abs" else tf.nn.relu(eigenvalues)
+    damping = tf.cast(damping, dtype) if tf.is_tensor(damping) else tf.constant(damping, dtype)
+    floor = RELATIVE_EIGENVALUE_FLOOR * tf.reduce_max(tf.abs(eigenvalues))
+    tiny = np.finfo(dtype.as_numpy_dtype).tiny
+
+    def damped(value):
+        return tf.maximum(tf.maximum(value + damping, floor), tiny)
+
+    coefficients = tf.matmul(rhs, eigenvectors)  # [k, r]
+    step = tf.matmul(coefficients / damped(transformed), eigenvectors, transpose_b=True)
+    if eigenvectors.shape[-1] < eigenvectors.shape[-2]:
+        residual = rhs - tf.matmul(coefficients, eigenvectors, transpose_b=True)
+        step += residual / damped(tf.reduce_min(transformed))
+    return step

@@ -7,10 +7,14 @@ synchronized batch normalization, so that training on R replicas equals
 single-device training on the same global batch. Outside a replica context
 (or on one replica) everything is returned unchanged.
 
+These are the only cross-replica operations of the Newton core: the batch
+means of the dense and estimated curvatures, the counts of the Woodbury
+Fisher, and its gathered gradients.
+
 Example:
 
 >>> import tensorflow as tf
->>> from keras_newton.cross_replica import global_batch_mean
+>>> from keras_newton.newton.distribution import global_batch_mean
 >>> global_batch_mean(tf.constant([1.0, 2.0]), tf.constant(4.0)).numpy()
 array([1., 2.], dtype=float32)
 """
@@ -50,3 +54,11 @@ def global_batch_sum(value: tf.Tensor) -> tf.Tensor:
     if context is None:
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def global_batch_rows(rows: tf.Tensor) -> tf.Tensor:
+    """``rows`` ``[N, ...]`` of all replicas, concatenated (unchanged on one)."""
+    context = _replica_context()
+    if context is None:
+        return rows
+    return context.all_gather(rows, axis=0)

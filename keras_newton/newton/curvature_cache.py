@@ -18,13 +18,13 @@ The variables are created on first use (lifted out of any ``tf.function``
 with ``tf.init_scope``) and are not part of a saved model: after loading, the
 first call refreshes. Under ``tf.distribute`` with several replicas the cache
 would be shared by concurrently running replicas, so it raises instead
-(``refresh_every=1``, the default of :class:`keras_newton.NewtonLoss`, needs
+(``refresh_every=1``, the default of :class:`keras_newton.newton.HessianEstimate`, needs
 no cache).
 
 Example:
 
 >>> import tensorflow as tf
->>> from keras_newton.curvature_cache import CurvatureCache
+>>> from keras_newton.newton.curvature_cache import CurvatureCache
 >>> cache = CurvatureCache(refresh_every=2)
 >>> calls = []
 >>> def compute():
@@ -48,7 +48,7 @@ import tensorflow as tf
 def validate_refresh_every(refresh_every) -> int:
     """Checks that ``refresh_every`` is an int ``>= 1``."""
     if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
-        raise ValueError(f"hessian_refresh_every must be an int >= 1, got {refresh_every!r}.")
+        raise ValueError(f"HessianEstimate.refresh_every must be an int >= 1, got {refresh_every!r}.")
     return refresh_every
 
 
@@ -99,10 +99,10 @@ class CurvatureCache(tf.Module):
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             raise ValueError(
-                "hessian_refresh_every > 1 keeps the curvature in variables that "
+                "HessianEstimate.refresh_every > 1 keeps the curvature in variables that "
                 "concurrent replicas would share; under tf.distribute with "
-                f"{context.num_replicas_in_sync} replicas use hessian_refresh_every=1 "
-                "(with hessian_samples or hessian_rank to make it affordable)."
+                f"{context.num_replicas_in_sync} replicas use refresh_every=1 "
+                "(with samples or rank to make it affordable)."
             )
         self._ensure_variables(rank, m, dtype)
         refresh = tf.equal(self.step % self.refresh_every, 0)

@@ -22,12 +22,7 @@ References:
 
 import tensorflow as tf
 
-
-def _global_gradients(gradients: tf.Tensor) -> tf.Tensor:
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return gradients
-    return context.all_gather(gradients, axis=0)
+from keras_newton.newton.distribution import global_batch_rows
 
 
 def woodbury_fisher_steps(gradients: tf.Tensor, damping: float) -> tf.Tensor:
@@ -51,7 +46,7 @@ def woodbury_fisher_steps(gradients: tf.Tensor, damping: float) -> tf.Tensor:
         raise ValueError(
             f"The Woodbury Fisher solve needs damping > 0, got damping={damping}."
         )
-    everyone = _global_gradients(gradients)
+    everyone = global_batch_rows(gradients)
     count = tf.cast(tf.shape(everyone)[0], gradients.dtype)
     # Local rows against all rows: the local block of G (F + λI)^-1 is
     # (G_loc - K_loc,all (K + NλI)^-1 G) / λ.

@@ -6,11 +6,9 @@ from keras.src.losses import loss as keras_loss_module
 from keras.src.models.functional import Functional
 from keras.src.models.model import functional_init_arguments
 
-from keras_newton import curvature as curvature_lib
-from keras_newton.damped_solve import validate_indefinite
-from keras_newton.hessian_estimates import validate_hessian_options
-from keras_newton.newton_loss import NewtonLoss
-from keras_newton.newton_target import choose_solver, validate_damping
+from keras_newton.newton.newton_loss import NewtonLoss
+from keras_newton.newton.options import config_with_step
+from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
 
 
 def _per_output(structure, outputs, output_names, default, name):
@@ -49,7 +47,7 @@ class NewtonLossModel(keras.Model):
 
     * (3a) for every output, the Newton target
       ``z* = y - (M + λI)^{-1} g`` of the *compiled* loss of that output,
-      with the model's ``curvature``, ``damping`` and ``indefinite`` settings;
+      as the model's :class:`keras_newton.NewtonStep` says;
     * (3b) one optimizer step of the network on ``½‖z* - f(x)‖²`` (weighted
       by ``loss_weights`` and ``sample_weight``, plus regularization losses).
 
@@ -77,17 +75,11 @@ class NewtonLossModel(keras.Model):
     >>> history = model.fit(x, y, epochs=1, verbose=0)
 
     Args:
-      curvature: ``"hessian"`` (default), ``"fisher"`` or
-        ``"elementwise_hessian"``.
-      damping: Tikhonov damping ``λ >= 0``.
-      indefinite: ``"abs"`` or ``"clip"``; see ``NewtonLoss``.
-      solver: ``"auto"``, ``"dense"``, ``"woodbury"`` or ``"cg"``; see
-        ``NewtonLoss``.
-      hessian_samples, hessian_rank, hessian_seed, hessian_refresh_every,
-      hessian_products:
-        affordable empirical Hessians (subsample, sketch, refresh every
-        ``k`` steps with the factorization cached per output); see
-        ``NewtonLoss`` and :mod:`keras_newton.hessian_estimates`.
+      step: a :class:`keras_newton.NewtonStep` (or its config, or a curvature
+        name): how every output's Newton target is computed; an estimated
+        Hessian refreshed every ``k`` steps keeps its factorization per output.
+      curvature, damping: shortcuts for ``NewtonStep(curvature, damping)``
+        (default: ``"hessian"``, ``λ = 1e-3``), when no ``step`` is given.
       *args, **kwargs: as for ``keras.Model``.
     """
 
@@ -99,24 +91,11 @@ class NewtonLossModel(keras.Model):
             cls = FunctionalNewtonLossModel
         return super().__new__(cls, *args, **kwargs)
 
-    def __init__(self, *args, curvature="hessian", damping=1e-3, indefinite="abs",
-                 solver="auto", hessian_samples=None, hessian_rank=None, hessian_seed=0,
-                 hessian_refresh_every=1, hessian_products="autodiff", **kwargs):
-        self.curvature = curvature_lib.validate_curvature(curvature)
-        self.damping = validate_damping(damping)
-        self.indefinite = validate_indefinite(indefinite)
-        choose_solver(solver, self.curvature, self.damping, 0, None, None, self.indefinite)
-        self.solver = solver
-        validate_hessian_options(self.curvature, hessian_samples, hessian_rank,
-                                 hessian_seed, hessian_refresh_every,
-                                 hessian_products=hessian_products)
-        self.hessian_products = hessian_products
-        self.hessian_samples = hessian_samples
-        self.hessian_rank = hessian_rank
-        self.hessian_seed = hessian_seed
-        self.hessian_refresh_every = hessian_refresh_every
+    def __init__(self, *args, step=None, curvature=DEFAULT_CURVATURE, damping=DEFAULT_DAMPING,
+                 **kwargs):
+        self.step = as_newton_step(step, curvature, damping)
         # Newton-loss wrappers per output, kept across steps so that cached
-        # curvature (hessian_refresh_every > 1) persists; reset by compile().
+        # curvature (HessianEstimate.refresh_every > 1) persists; reset by compile().
         object.__setattr__(self, "_newton_wrappers", {})
         super().__init__(*args, **kwargs)
         self.newton_loss_tracker = keras.metrics.Mean(name="newton_loss")
@@ -147,16 +126,7 @@ class NewtonLossModel(keras.Model):
             wrapper = self._newton_wrappers.get(index)
             if wrapper is None:
                 wrapper = NewtonLoss(
-                    loss,
-                    curvature=self.curvature,
-                    damping=self.damping,
-                    indefinite=self.indefinite,
-                    solver=self.solver,
-                    hessian_samples=self.hessian_samples,
-                    hessian_rank=self.hessian_rank,
-                    hessian_seed=self.hessian_seed,
-                    hessian_refresh_every=self.hessian_refresh_every,
-                    hessian_products=self.hessian_products,
+                    loss, self.step,
                     reduction=getattr(loss, "reduction", "sum_over_batch_size"),
                 )
                 self._newton_wrappers[index] = wrapper
@@ -239,14 +209,13 @@ class NewtonLossModel(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            curvature=self.curvature, damping=self.damping, indefinite=self.indefinite,
-            solver=self.solver, hessian_samples=self.hessian_samples,
-            hessian_rank=self.hessian_rank, hessian_seed=self.hessian_seed,
-            hessian_refresh_every=self.hessian_refresh_every,
-            hessian_products=self.hessian_products,
-        )
+        config["step"] = keras.saving.serialize_keras_object(self.step)
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Configs saved before the NewtonStep spec hold its options flat.
+        return super().from_config(config_with_step(config), custom_objects)
 
 
 @keras.saving.register_keras_serializable(package="keras_newton")

@@ -33,23 +33,13 @@ Gaussian probes ``Ω ∈ R^{m×r}``, ``Q = orth(H̄ Ω)``, the Rayleigh-Ritz mat
 from ``2r`` products. For ``r = m`` it is exact (``Q`` is a full orthonormal
 basis). The sketch works for indefinite ``H̄``, unlike the Nyström method.
 
-**Low-rank damped solve.** Directions outside ``span(V)`` get the curvature
-``ρ = min_k t(e_k)`` (the least curvature the sketch saw), which is
-conservative: the unseen spectrum lies mostly below the kept one, and a
-smaller ``ρ`` would give near-``g/λ`` steps there. With ``t`` the
-``indefinite`` transform of :mod:`keras_newton.damped_solve` (``"abs"``:
-saddle-free ``|e|``; ``"clip"``: ``max(e, 0)``) and ``d(x) = max(x + λ,
-ε max|e|)``:
-
-.. math::
-
-    (\\bar H + λI)^{-1} g \\approx V\\,\\mathrm{diag}(1/d(t(e)))\\,V^\\top g
-    + (g - V V^\\top g) / d(ρ).
+The damped solve with such a factorization is
+:func:`keras_newton.newton.eigen_solve.low_rank_damped_solve`.
 
 Example:
 
 >>> import tensorflow as tf
->>> from keras_newton.hessian_sketch import mean_hessian_products
+>>> from keras_newton.newton.sketch import mean_hessian_products
 >>> loss = lambda t, y: tf.reduce_sum(y ** 4, axis=-1) / 12.0   # H_i = diag(y_i²)
 >>> y = tf.constant([[1.0, 2.0], [3.0, 0.0]])
 >>> mean_hessian_products(loss, None, y, tf.eye(2)).numpy()
@@ -60,20 +50,15 @@ References:
   Pearlmutter, "Fast exact multiplication by the Hessian", 1994.
   Halko, Martinsson & Tropp, "Finding structure with randomness", SIAM
   Review 53(2), 2011.
-  Dauphin et al., "Identifying and attacking the saddle point problem in
-  high-dimensional non-convex optimization", NeurIPS 2014.
 """
 
-from typing import Callable, Tuple
+from typing import Callable
 
-import numpy as np
 import tensorflow as tf
 
-from keras_newton.damped_solve import RELATIVE_EIGENVALUE_FLOOR
+from keras_newton.newton.eigen_solve import Factorization
 
 ZERO = tf.UnconnectedGradients.ZERO
-# (eigenvalues [r], eigenvectors [m, r]) of H̄; r = m when exact.
-Factorization = Tuple[tf.Tensor, tf.Tensor]
 
 
 def _tile_batch(value, copies: int):
@@ -137,7 +122,7 @@ def mean_hessian_products(
 
 # Perturbation size, relative to 1 + max|y|, of finite-difference products
 # (about the cube root of the machine epsilon; half precision is solved in
-# float32, see damped_solve.solve_dtype).
+# float32, see eigen_solve.solve_dtype).
 FINITE_DIFFERENCE_STEP = {tf.float32: 1e-3, tf.float64: 1e-5}
 
 
@@ -189,40 +174,3 @@ def sketch_mean_hessian(
     rayleigh_ritz = 0.5 * (rayleigh_ritz + tf.transpose(rayleigh_ritz))
     eigenvalues, rotation = tf.linalg.eigh(rayleigh_ritz)
     return eigenvalues, tf.matmul(basis, rotation)
-
-
-def dense_factorization(matrix: tf.Tensor) -> Factorization:
-    """Full eigendecomposition ``(e [m], V [m, m])`` of a symmetrized ``m×m`` matrix."""
-    matrix = 0.5 * (matrix + tf.transpose(matrix))
-    eigenvalues, eigenvectors = tf.linalg.eigh(matrix)
-    return eigenvalues, eigenvectors
-
-
-def low_rank_damped_solve(
-    factorization: Factorization, rhs: tf.Tensor, damping: float, indefinite: str = "abs"
-) -> tf.Tensor:
-    """``(V diag(e) Vᵀ + ρ(I - VVᵀ) + λI)^{-1}`` applied to rows of ``rhs`` ``[k, m]``.
-
-    ``ρ = min_k t(e_k)`` when ``V`` has fewer columns than rows; for a full
-    basis the complement is empty and this is
-    :func:`keras_newton.damped_solve.damped_solve`.
-    """
-    eigenvalues, eigenvectors = factorization
-    rhs = tf.convert_to_tensor(rhs)
-    dtype = rhs.dtype
-    eigenvalues = tf.cast(eigenvalues, dtype)
-    eigenvectors = tf.cast(eigenvectors, dtype)
-    transformed = tf.abs(eigenvalues) if indefinite == "abs" else tf.nn.relu(eigenvalues)
-    damping = tf.cast(damping, dtype) if tf.is_tensor(damping) else tf.constant(damping, dtype)
-    floor = RELATIVE_EIGENVALUE_FLOOR * tf.reduce_max(tf.abs(eigenvalues))
-    tiny = np.finfo(dtype.as_numpy_dtype).tiny
-
-    def damped(value):
-        return tf.maximum(tf.maximum(value + damping, floor), tiny)
-
-    coefficients = tf.matmul(rhs, eigenvectors)  # [k, r]
-    step = tf.matmul(coefficients / damped(transformed), eigenvectors, transpose_b=True)
-    if eigenvectors.shape[-1] < eigenvectors.shape[-2]:
-        residual = rhs - tf.matmul(coefficients, eigenvectors, transpose_b=True)
-        step += residual / damped(tf.reduce_min(transformed))
-    return step

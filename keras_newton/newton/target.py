@@ -1,0 +1,102 @@
+"""``newton_target``: step (3a), the Newton target ``z*`` of a batch of outputs.
+
+Petersen et al. (2024), eq. (3a): a damped Newton step on the loss in output
+space,
+
+.. math::
+
+    z^\\star_i = y_i - (M + λ I)^{-1} g_i,
+
+with ``M`` the empirical Hessian ``mean_i H_i`` (default), the empirical
+Fisher ``mean_i g_i g_iᵀ``, or the sample's own Hessian ``H_i``
+(element-wise). The network is then trained on ``½‖z*_i - y_i‖²`` (step
+3b), whose gradient at ``y_i`` is exactly the Newton step
+``(M + λI)^{-1} g_i``. How each part is computed is said by a
+:class:`~keras_newton.newton.spec.NewtonStep`.
+
+Example:
+
+  >>> import keras, tensorflow as tf, keras_newton as kn
+  >>> y_true = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+  >>> logits = tf.constant([[0.5, -0.5], [0.2, 0.1]])
+  >>> loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+  >>> kn.newton_target(loss, y_true, logits, curvature="fisher").shape
+  TensorShape([2, 2])
+  >>> kn.newton_target(loss, y_true, logits, kn.NewtonStep("hessian", damping=0.1)).shape
+  TensorShape([2, 2])
+
+References:
+  Petersen et al., "Newton Losses: Using Curvature Information for Learning
+  with Differentiable Algorithms", NeurIPS 2024, arXiv:2410.19055.
+"""
+
+import tensorflow as tf
+
+from keras_newton.newton import derivatives, estimators, output_space, solvers
+from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
+
+
+def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATURE,
+                  damping=DEFAULT_DAMPING):
+    """Computes the Newton target ``z* = y - (M + λI)^{-1} g`` of a batch.
+
+    Args:
+      loss: a ``keras.losses.Loss``, a loss name, or a callable
+        ``(y_true, y_pred) -> [N, ...]`` per-sample values. A loss with a
+        ``per_sample_derivatives`` method supplies its own derivatives.
+      y_true: targets, in whatever form ``loss`` expects.
+      y_pred: outputs ``[N, ...]`` (floating); trailing axes are flattened to
+        ``m`` entries per sample.
+      step: a :class:`~keras_newton.newton.spec.NewtonStep` (or a curvature
+        name); default ``NewtonStep()``: empirical Hessian, ``λ = 1e-3``.
+      curvature, damping: shortcuts for ``NewtonStep(curvature, damping)``.
+
+    Returns:
+      ``z*`` with the shape and dtype of ``y_pred``, gradient stopped. Samples
+      whose gradient (or per-sample Hessian, where one is formed) is not
+      finite get ``z* = y`` (no step) and are left out of the batch
+      curvature, so the other samples keep their Newton steps. If the batch
+      curvature is still not finite (a sample with a finite gradient but a
+      non-finite Hessian on the autodiff empirical-Hessian path, or a
+      sketch) the step falls back to the plain gradient step ``z* = y - g``
+      (Theorem 2 of the paper: ordinary training).
+
+    Raises:
+      ValueError: for an invalid spec or one the loss cannot follow, outputs
+        without a batch and an output axis, or ``y_true`` and ``y_pred`` whose
+        shapes the loss does not accept (the message names both shapes).
+      TypeError: for a non-numeric damping or integer outputs.
+    """
+    return newton_step_target(loss, y_true, y_pred, as_newton_step(step, curvature, damping))
+
+
+def newton_step_target(loss, y_true, y_pred, step, cache=None) -> tf.Tensor:
+    """Eq. (3a) as ``step`` (a ``NewtonStep``) says; see :func:`newton_target`.
+
+    ``cache``: the :class:`~keras_newton.newton.curvature_cache.CurvatureCache`
+    of ``step.estimate.new_cache()``, kept by the caller across calls, when
+    the Hessian estimate is refreshed every ``k > 1`` calls (as
+    :class:`keras_newton.NewtonLoss` does).
+    """
+    loss = derivatives.resolve_loss(loss)
+    step.check_loss(loss)
+    if step.estimate.refresh_every > 1 and cache is None:
+        raise ValueError("HessianEstimate.refresh_every > 1 needs the cache of "
+                         "step.estimate.new_cache(), kept across calls (NewtonLoss does).")
+    batch = output_space.prepare_batch(y_true, y_pred)
+    method = step.solver.choose(step.curvature, step.damping.positive, batch.m, batch.size,
+                                derivatives.uses_protocol(loss, step.derivatives))
+    # g_i for every sample, and H_i where M is formed from per-sample Hessians.
+    batch_derivatives = derivatives.batch_derivatives(
+        loss, batch.y_true, batch.outputs,
+        estimators.derivatives_needed(step.curvature, step.estimate, method),
+        step.derivatives)
+    # M: the curvature of the global batch (all-reduced across replicas).
+    curvature_estimate = estimators.estimate_curvature(
+        step.curvature, step.estimate, method, loss, step.derivatives,
+        batch.y_true, batch.outputs, batch_derivatives, cache)
+    # (M + λI)^{-1} g_i, the damped Newton step.
+    newton_steps = solvers.damped_newton_steps(
+        curvature_estimate, batch_derivatives.gradients, step.damping.value(), step.solver)
+    # z*_i = y_i - (M + λI)^{-1} g_i
+    return output_space.newton_targets(batch, newton_steps, batch_derivatives.usable)

@@ -1,6 +1,7 @@
 """Ranking supervision on multi-digit number sets (the paper's sorting benchmark).
 
-A CNN scores each of the ``n`` four-digit number images of a set; the scores
+A CNN (or, in the CPU preset, an MLP: ``scorer="mlp"``) scores each of the
+``n`` four-digit number images of a set; the scores
 go through a differentiable sorter (NeuralSort, SoftSort or a differentiable
 sorting network), and the relaxed permutation matrix ``P`` is compared with
 the true one ``Q`` by binary cross-entropy (:class:`keras_newton.losses.SortingLoss`):
@@ -36,7 +37,7 @@ from keras_newton.datasets import sources
 from keras_newton.losses import SortingLoss
 from keras_newton.metrics.ranking_metrics import elementwise_rank_accuracy
 from keras_newton.metrics.ranking_metrics import ordering_exact_match
-from keras_newton.models import four_digit_cnn
+from keras_newton.models import four_digit_cnn, four_digit_mlp
 
 SORTERS = ("neural_sort", "soft_sort", "diff_sort")
 
@@ -57,7 +58,9 @@ SORT_DEFAULTS = {
     "eval_sets": 1000,     # sets in the validation and in the test set
     "dataset": "digits",   # offline default; "mnist" loads TFDS
     "data_dir": None,
+    "scorer": "cnn",       # the paper's CNN; "mlp" is the CPU preset's (main job)
 }
+SCORERS = ("cnn", "mlp")
 
 
 @functools.lru_cache(maxsize=8)
@@ -90,7 +93,10 @@ def sort_task(config: dict) -> Task:
             digit_arrays=arrays[split])
         for split in ("validation", "test")
     }
-    image_shape = eval_sets["test"][0].shape[2:]
+    image_shape = tuple(eval_sets["test"][0].shape[2:])
+    if config["scorer"] not in SCORERS:
+        raise ValueError(f"scorer must be one of {SCORERS}, got {config['scorer']!r}")
+    scorer = four_digit_mlp if config["scorer"] == "mlp" else four_digit_cnn
     batch_size = int(config["batch_size"])
 
     def train_stream(start_step: int):
@@ -106,7 +112,7 @@ def sort_task(config: dict) -> Task:
 
     return Task(
         name="sort",
-        build_model=lambda: four_digit_cnn(tuple(image_shape), n),
+        build_model=lambda: scorer(image_shape, n),
         loss=sorting_loss(config),
         train_stream=train_stream,
         eval_sets=eval_sets,
@@ -125,4 +131,4 @@ def describe(config: dict) -> str:
     return f"{config['sorter']}(τ={config['tau']:g})"
 
 
-__all__ = ["SORTERS", "SORT_DEFAULTS", "describe", "sort_task", "sorting_loss"]
+__all__ = ["SCORERS", "SORTERS", "SORT_DEFAULTS", "describe", "sort_task", "sorting_loss"]

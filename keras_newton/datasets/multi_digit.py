@@ -157,12 +157,17 @@ def multi_digit_dataset(
             [set_size, num_digits], stream_seed, 0, num_images, tf.int32
         )
 
+    def draw_batch(indices):
+        # One map call per batch (not per set), several batches in flight:
+        # the same sets as mapping draw_indices over single indices, faster.
+        return tf.map_fn(draw_indices, indices, fn_output_signature=tf.int32)
+
     dataset = tf.data.Dataset.counter(dtype=tf.int64)
     if num_sets is not None:
         dataset = dataset.take(num_sets)
     return (
-        dataset.map(draw_indices)
-        .batch(batch_size)
+        dataset.batch(batch_size)
+        .map(draw_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .map(
             lambda idx: compose_numbers(images, labels, idx),
             num_parallel_calls=tf.data.AUTOTUNE,

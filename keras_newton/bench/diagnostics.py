@@ -81,7 +81,7 @@ def order_basis(n: int) -> np.ndarray:
 
 
 def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
-                        damping: float) -> dict[str, float]:
+                        damping: float, derivatives: Callable | None = None) -> dict[str, float]:
     """The diagnostics of the module docstring for one batch of sets.
 
     Args:
@@ -90,6 +90,8 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
       y_pred: ``[B, n]`` scores.
       newton: ``"none"``, ``"hessian"``, ``"fisher"`` or ``"elementwise_hessian"``.
       damping: Tikhonov λ of the Newton variant.
+      derivatives: ``(y_true, y_pred) -> (gradients, hessians)``, by default
+        :func:`per_set_derivatives` of ``loss``.
 
     Returns:
       ``{name: float}`` for every name in :data:`DIAGNOSTICS`.
@@ -98,7 +100,10 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
 
     y_true = tf.convert_to_tensor(y_true, tf.float32)
     y_pred = tf.convert_to_tensor(y_pred, tf.float32)
-    gradients, hessians = per_set_derivatives(loss, y_true, y_pred)
+    if derivatives is None:
+        gradients, hessians = per_set_derivatives(loss, y_true, y_pred)
+    else:
+        gradients, hessians = derivatives(y_true, y_pred)
     g = gradients.numpy().astype(np.float64)
     norms = np.linalg.norm(g, axis=1)
     median = float(np.median(norms))
@@ -135,10 +140,13 @@ def make_monitor(task: Task, variant: Variant,
     """``model -> diagnostics`` on the first ``num_sets`` validation sets of ``task``."""
     x, y = task.eval_sets["validation"]
     x, y = x[:num_sets], y[:num_sets]
+    # Traced once: eager batch_jacobian re-traces its pfor at every call.
+    derivatives = tf.function(lambda t, s: per_set_derivatives(task.loss, t, s))
 
     def monitor(model: keras.Model) -> dict[str, float]:
         scores = model.predict(x, batch_size=task.eval_batch_size, verbose=0)
-        return sorting_diagnostics(task.loss, y, scores, variant.newton, variant.damping)
+        return sorting_diagnostics(task.loss, y, scores, variant.newton, variant.damping,
+                                   derivatives=derivatives)
 
     return monitor
 

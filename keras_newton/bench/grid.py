@@ -95,9 +95,13 @@ def split_plan(method_options: dict) -> tuple[dict, dict]:
     Example:
       >>> split_plan({"sorter": "soft_sort", "seeds": [0, 1]})
       ({'sorter': 'soft_sort'}, {'seeds': [0, 1]})
+      >>> split_plan({"sorter": "soft_sort", "newton": "hessian+fisher"})[1]
+      {'newton': ['hessian', 'fisher']}
     """
     options = {k: v for k, v in method_options.items() if k not in PLAN_KEYS}
     plan = {k: method_options[k] for k in PLAN_KEYS if k in method_options}
+    if isinstance(plan.get("newton"), str):  # From the command line: newton=hessian+fisher.
+        plan["newton"] = plan["newton"].split("+")
     return options, plan
 
 

@@ -149,8 +149,8 @@ def summarize(rows: Iterable[dict], metrics: Sequence[str], key: str = "variant"
 def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided Welch t-test p-value of ``mean(a) == mean(b)`` (NaN if undefined).
 
-    Needs two finite values on each side; NaN when both samples are constant
-    (the t statistic is undefined), as :func:`scipy.stats.ttest_ind` gives.
+    Needs two finite values on each side. As :func:`scipy.stats.ttest_ind`
+    gives: two constant samples of different values give 0, of equal values NaN.
 
     Example:
       >>> round(welch_p_value([0.1, 0.2, 0.3], [0.5, 0.6, 0.8]), 4)

@@ -49,6 +49,7 @@ from keras_newton.bench.grid import (
     execute_runs,
     plan_grid,
     slug,
+    split_plan,
     write_grid_files,
 )
 from keras_newton.bench.training import RECORD_FILE, select
@@ -73,14 +74,16 @@ def sweep_runs(methods: Sequence[dict], newton: Sequence[str], dampings: Sequenc
     """Baseline and variant × λ runs of every method (one grid per λ, shared baseline)."""
     runs = []
     for method in methods:
-        baseline, _ = plan_grid("sort", [method], ["none"], seeds, output_dir,
+        options, plan = split_plan(method)  # A method may study fewer variants.
+        variants = [v for v in plan.get("newton", newton) if v != "none"]
+        baseline, _ = plan_grid("sort", [options], ["none"], seeds, output_dir,
                                 base_config=base_config)
         runs += baseline
         for damping in dampings:
-            planned, _ = plan_grid("sort", [method], list(newton), seeds,
+            planned, _ = plan_grid("sort", [options], variants, seeds,
                                    os.path.join(output_dir, f"lambda{damping:g}"),
                                    base_config=base_config,
-                                   dampings={v: damping for v in newton})
+                                   dampings={v: damping for v in variants})
             runs += planned
     return runs
 
@@ -113,12 +116,13 @@ def length_runs(methods: Sequence[dict], newton: Sequence[str], best: dict,
     """Baseline and each variant at its best λ, at the longest budget."""
     runs = []
     for method in methods:
-        planned, configs = plan_grid("sort", [method], ["none"], seeds, output_dir,
+        options, plan = split_plan(method)
+        planned, configs = plan_grid("sort", [options], ["none"], seeds, output_dir,
                                      base_config=base_config)
         label = configs[0]["method"]
-        chosen = [v for v in newton if (label, v) in best]
+        chosen = [v for v in plan.get("newton", newton) if (label, v) in best]
         dampings = {v: best[(label, v)] for v in chosen}
-        more, _ = plan_grid("sort", [method], chosen, seeds, output_dir,
+        more, _ = plan_grid("sort", [options], chosen, seeds, output_dir,
                             base_config=base_config, dampings=dampings)
         runs += planned + more
     return runs
@@ -264,7 +268,8 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
     """Runs the study's parts and writes their files (see the module docstring).
 
     Args:
-      methods: sorting method configs (``{"sorter": "neural_sort"}``, ...).
+      methods: sorting method configs (``{"sorter": "neural_sort"}``, ...); an
+        entry's own ``newton`` list narrows the variants studied for it.
       newton: Newton variants to study (``"hessian"``, ``"fisher"``,
         ``"elementwise_hessian"``).
       dampings: the λ grid of the sweep.
@@ -293,7 +298,7 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
     eval_every = int(base_config.get("eval_every", TASKS["sort"][2]["eval_every"]))
     if any(b % eval_every for b in budgets):
         raise ValueError(f"eval_every ({eval_every}) must divide every budget {budgets}")
-    out = {"paths": {}, "tables": {}, "best": {}, "gains": []}
+    out = {"paths": {}, "tables": {}, "best": {}, "gains": [], "sweep_gains": []}
     sweep_dir = os.path.join(output_dir, "sweep")
     runs = sweep_runs(methods, newton, dampings, seeds, sweep_dir, base_config)
     config = {"methods": list(methods), "newton": list(newton),
@@ -309,12 +314,25 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
                                                      "sort", {"study": config})
             summary = results.summarize(records, list(runs[0].task.metrics))
             out["best"] = best_dampings(records)
-            table = best_table(summary, out["best"])
+            # Gain of the best λ at every evaluation of the sweep's budget.
+            chosen = [r for r in records if r["newton"] == "none"
+                      or out["best"].get((r["method"], r["newton"])) == r["damping"]]
+            steps = int(runs[0].task.config["steps"])
+            out["sweep_gains"] = gain_by_budget(chosen, range(eval_every, steps + 1, eval_every))
+            table = (best_table(summary, out["best"]) + "\n"
+                     + length_table(out["sweep_gains"],
+                                    range(eval_every, steps + 1, eval_every)))
             with open(out["paths"]["sweep"]["markdown"], encoding="utf-8") as stream:
                 sweep_md = stream.read()
             results.atomic_write_text(out["paths"]["sweep"]["markdown"],
                                       sweep_md + "\n" + table)
             out["tables"]["sweep"] = sweep_md + "\n" + table
+            out["paths"]["sweep"]["best"] = results.atomic_write_json(
+                os.path.join(sweep_dir, "sweep_best.json"),
+                {"selection": config["selection"], "steps": steps,
+                 "best": [{"method": m, "newton": v, "damping": d}
+                          for (m, v), d in out["best"].items()],
+                 "gains_by_step": out["sweep_gains"]})
             out["paths"]["sweep"]["lambda_plot"] = plot_sweep(
                 summary, os.path.join(sweep_dir, "sweep_lambda.png"))
     if "length" in parts:

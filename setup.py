@@ -21,6 +21,8 @@ setup(
         "tf-keras>=2.16",
         "tensorflow-datasets>=4.9",
         "numpy",
+        # Welch t-tests of the benchmark tables.
+        "scipy",
         # TFDS builders (download_and_prepare) need it and do not declare it.
         "importlib_resources",
     ],

@@ -88,3 +88,70 @@ def test_mean_curves_and_plot(tmp_path):
     with open(path, "rb") as stream:
         assert stream.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(path) > 1000
+
+
+def _comparison_records():
+    # Two methods, each with a baseline and a Newton row; values chosen so the
+    # Welch p-values differ (and one comparison has a constant baseline).
+    rows, values = [], {
+        ("m1", "none"): [0.10, 0.12, 0.15, 0.11, 0.13],
+        ("m1", "hessian"): [0.18, 0.16, 0.21, 0.17, 0.22],
+        ("m2", "none"): [0.30, 0.30, 0.30],
+        ("m2", "fisher"): [0.31, 0.29, 0.35],
+    }
+    for (method, newton), metric_values in values.items():
+        for seed, value in enumerate(metric_values):
+            rows.append({"variant": f"{method} · {newton}", "method": method, "newton": newton,
+                         "damping": 0.01 if newton != "none" else 1.0, "seed": seed,
+                         "config": {"sorter": method, "n": 10, "relaxation": "cauchy"},
+                         "exact_match": value, "rank_accuracy": 1 - value})
+    return rows, values
+
+
+def test_welch_p_values_equal_scipy_and_reach_every_file(tmp_path):
+    from scipy import stats
+
+    rows, values = _comparison_records()
+    metrics = ["exact_match", "rank_accuracy"]
+    paths = results.write_results(str(tmp_path), "grid", rows, metrics, {"task": "sort"})
+    expected = stats.ttest_ind(values[("m1", "hessian")], values[("m1", "none")],
+                               equal_var=False).pvalue
+    expected_m2 = stats.ttest_ind(values[("m2", "fisher")], values[("m2", "none")],
+                                  equal_var=False).pvalue
+    assert expected < 0.05 < expected_m2  # one significant row, one not
+
+    data = json.load(open(paths["json"], encoding="utf-8"))
+    summary = {s["variant"]: s for s in data["summary"]}
+    newton_row = summary["m1 · hessian"]
+    assert newton_row["p_value"]["exact_match"] == pytest.approx(expected, rel=1e-12)
+    assert newton_row["p_value"]["rank_accuracy"] == pytest.approx(expected, rel=1e-12)
+    assert summary["m2 · fisher"]["p_value"]["exact_match"] == pytest.approx(expected_m2)
+    for entry in data["summary"]:
+        assert {"config", "newton", "damping", "p_value"} <= set(entry)
+        assert entry["config"]["sorter"] == entry["method"] and entry["config"]["n"] == 10
+        if entry["newton"] == "none":
+            assert entry["p_value"] is None and entry["damping"] is None
+        else:
+            assert entry["damping"] == 0.01
+    # Markdown: the p column, bold when significant.
+    table = results.parse_markdown_table(open(paths["markdown"], encoding="utf-8").read())
+    by_variant = {r["variant"]: r for r in table}
+    assert by_variant["m1 · hessian"]["p exact_match"] == f"**{expected:.3f}**"
+    assert by_variant["m2 · fisher"]["p exact_match"] == f"{expected_m2:.3f}"
+    assert by_variant["m1 · none"]["p exact_match"] == "–"
+    delta = np.mean(values[("m1", "hessian")]) - np.mean(values[("m1", "none")])
+    assert by_variant["m1 · hessian"]["Δ exact_match"] == f"{delta * 100:+.2f}"
+    # Summary CSV.
+    with open(paths["summary_csv"], encoding="utf-8") as stream:
+        csv_rows = {r["variant"]: r for r in csv.DictReader(stream)}
+    assert float(csv_rows["m1 · hessian"]["exact_match_p_value"]) == pytest.approx(expected)
+    assert csv_rows["m1 · none"]["exact_match_p_value"] == ""
+
+
+def test_welch_p_value_needs_two_values_per_side():
+    assert math.isnan(results.welch_p_value([0.1], [0.2, 0.3]))
+    # Both constant: scipy's t is ±inf (p = 0) for different values, undefined for equal.
+    assert results.welch_p_value([0.1, 0.1], [0.2, 0.2]) == 0.0
+    assert math.isnan(results.welch_p_value([0.3, 0.3], [0.3, 0.3]))
+    assert results.welch_p_value([0.1, 0.2, float("nan"), 0.3], [0.5, 0.6, 0.8]) == \
+        pytest.approx(results.welch_p_value([0.1, 0.2, 0.3], [0.5, 0.6, 0.8]))

@@ -99,6 +99,24 @@ def test_stream_is_deterministic_given_seed():
     np.testing.assert_array_equal(values, first[1])
 
 
+def test_set_i_draws_its_digits_with_seed_s_i(train_digits):
+    # The documented definition, one set at a time, against the batched stream.
+    images, labels = train_digits
+    seed, set_size, batch_size = 3, 4, 5
+    ds = multi_digit.multi_digit_dataset(
+        "train", set_size=set_size, batch_size=batch_size, seed=seed,
+        digit_arrays=(images, labels))
+    got_images, got_values = next(iter(ds.skip(2)))
+    for k in range(batch_size):
+        index = 2 * batch_size + k
+        drawn = tf.random.stateless_uniform(
+            [set_size, 4], tf.constant([seed, index], tf.int64), 0, len(labels), tf.int32)
+        want_images, want_values = multi_digit.compose_numbers(
+            tf.constant(images, tf.float32), tf.constant(labels, tf.int32), drawn)
+        np.testing.assert_array_equal(got_images[k], want_images)
+        np.testing.assert_array_equal(got_values[k], want_values)
+
+
 def test_infinite_stream_keeps_going():
     ds = multi_digit.multi_digit_dataset("train", batch_size=2, seed=0)
     batches = list(ds.take(3).as_numpy_iterator())

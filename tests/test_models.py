@@ -76,6 +76,38 @@ def test_four_digit_cnn_fits_on_the_number_sets():
     assert np.isfinite(history.history["loss"][0])
 
 
+def test_four_digit_mlp_parameter_count_and_shapes():
+    model = models.four_digit_mlp((8, 32, 1))
+    assert model.count_params() == 41_217  # the documented count
+    assert model.count_params() == dense_params(256, 128) + dense_params(128, 64) + \
+        dense_params(64, 1)
+    assert model(np.zeros((2, 5, 8, 32, 1), np.float32)).shape == (2, 5)
+    assert models.four_digit_mlp((8, 32, 1), 10).output_shape == (None, 10)
+
+
+def test_four_digit_mlp_scores_each_image_independently(mode, rng):
+    model = models.four_digit_mlp((8, 32, 1), hidden_units=(16,))
+    sets = rng.random((2, 4, 8, 32, 1)).astype(np.float32)
+    scores = run_in_mode(mode, lambda x: model(x), tf.constant(sets))
+    kernel_1, bias_1, kernel_2, bias_2 = [w.numpy() for w in model.weights]
+    pixels = sets.reshape(2, 4, 256)
+    reference = (np.maximum(pixels @ kernel_1 + bias_1, 0) @ kernel_2 + bias_2)[..., 0]
+    np.testing.assert_allclose(scores, reference, rtol=1e-5, atol=1e-6)
+    perm = np.array([2, 0, 3, 1])
+    np.testing.assert_allclose(model(sets[:, perm]).numpy(), scores[:, perm], rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(image_shape=(8, 32)), "image_shape"),
+    (dict(set_size=0), "set_size"),
+    (dict(hidden_units=(0,)), "hidden_units"),
+])
+def test_four_digit_mlp_rejects_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        models.four_digit_mlp(**kwargs)
+
+
 # --- Warcraft ResNet ---------------------------------------------------------
 
 

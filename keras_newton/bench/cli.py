@@ -7,6 +7,8 @@ Subcommands:
                 perturbed optimizer + Fenchel-Young);
 * ``classify``  M1–M5 with softmax cross-entropy;
 * ``grid``      several methods of one task × Newton variants × seeds;
+* ``study``     the efficacy study of the sorting methods: λ sweep, gain vs
+                training length, diagnostics (:mod:`.study`);
 * ``overhead``  step-time ratios Newton / regular, measured side by side.
 
 Every run subcommand trains each Newton variant (``--newton``) for each seed
@@ -25,14 +27,14 @@ import argparse
 import os
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from keras_newton.bench import presets
 from keras_newton.bench.task import NEWTON_CHOICES
 
 TASK_FLAGS = {
     "sort": ("sorter", "n", "tau", "network", "relaxation", "steepness", "art_lambda",
-             "eval_sets"),
+             "eval_sets", "scorer"),
     "path": ("method", "distance", "loop", "beta", "n_iter", "smoothing", "samples", "sigma",
              "noise", "epochs", "train_maps", "eval_maps", "grid_size", "manual_dir", "unroll"),
     "classify": ("model", "optimizer"),
@@ -79,6 +81,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                        help="Keras progress: 0 silent, 1 bar, 2 one line per evaluation")
 
 
+def _add_parallel(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("parallel runs")
+    group.add_argument("--workers", type=int, default=None,
+                       help="processes sharing the runs (default: 1; the quick sorting "
+                            "presets use 2, one per core)")
+    group.add_argument("--shard", default=None, metavar="INDEX/COUNT",
+                       help=argparse.SUPPRESS)  # Set by --workers for its worker processes.
+
+
 def _add_sort(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("sorting")
     group.add_argument("--sorter", choices=("neural_sort", "soft_sort", "diff_sort"))
@@ -89,6 +100,9 @@ def _add_sort(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--steepness", type=float, help="sorting-network steepness β")
     group.add_argument("--art-lambda", type=float, help="λ of logistic_phi")
     group.add_argument("--eval-sets", type=int, help="sets in validation and test")
+    group.add_argument("--scorer", choices=("cnn", "mlp"),
+                       help="per-image network: the paper's CNN (default) or a small MLP "
+                            "(the CPU preset of the main job)")
 
 
 def _add_path(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     for adder in ADDERS.values():
         adder(grid)
     _add_common(grid)
+    _add_parallel(grid)
+    study = commands.add_parser("study", help="efficacy study of the sorting methods: "
+                                              "λ sweep, gain vs steps, diagnostics")
+    study.add_argument("--methods", nargs="+", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
+                       help="sorting methods (default: NeuralSort, SoftSort, logistic and "
+                            "Cauchy odd-even networks)")
+    study.add_argument("--parts", nargs="+", choices=("sweep", "length"),
+                       default=["sweep", "length"], help="parts to run, in order")
+    study.add_argument("--dampings", type=float, nargs="+", default=None,
+                       help="the λ grid (default: --damping-min … --damping-max)")
+    study.add_argument("--damping-min", type=float, default=1e-3)
+    study.add_argument("--damping-max", type=float, default=1e3)
+    study.add_argument("--per-decade", type=int, default=2, help="λ values per decade")
+    study.add_argument("--budgets", type=int, nargs="+", default=None,
+                       help="step budgets of the length part (the longest is trained)")
+    study.add_argument("--length-seeds", type=int, nargs="+", default=None,
+                       help="seeds of the length part (default: --seeds)")
+    _add_sort(study)
+    _add_common(study)
+    _add_parallel(study)
     overhead = commands.add_parser("overhead", help="step-time ratios Newton/regular")
     overhead.add_argument("--tasks", nargs="+", choices=tuple(ADDERS), default=list(ADDERS))
     overhead.add_argument("--rounds", type=int, default=30, help="timed steps per variant")
@@ -210,14 +244,33 @@ def hessian_options(args: argparse.Namespace) -> dict:
 
 
 def _task_name(args: argparse.Namespace) -> str:
+    if args.command == "study":
+        return "sort"
     return args.task if args.command == "grid" else args.command
 
 
 def _method_configs(args: argparse.Namespace) -> list[dict]:
     if args.command == "grid":
+        if args.methods:
+            return [parse_method(spec) for spec in args.methods]
+        # The quick sorting grid (the main job) gives each method its own
+        # variants, seeds and λ, unless flags say otherwise.
+        methods = presets.GRID_METHODS[args.task]
+        if args.quick and args.task in presets.QUICK_GRID_METHODS:
+            methods = presets.QUICK_GRID_METHODS[args.task]
+        return [_drop_overridden_plan(dict(m), args) for m in methods]
+    if args.command == "study":
         return ([parse_method(spec) for spec in args.methods] if args.methods
-                else [dict(m) for m in presets.GRID_METHODS[args.task]])
+                else [dict(m) for m in presets.STUDY_METHODS])
     return [{}]
+
+
+def _drop_overridden_plan(method: dict, args: argparse.Namespace) -> dict:
+    """A preset method's own variants / seeds / λ yield to --newton / --seeds / --damping."""
+    for flag, key in (("newton", "newton"), ("seeds", "seeds"), ("damping", "dampings")):
+        if getattr(args, flag) is not None:
+            method.pop(key, None)
+    return method
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -251,26 +304,105 @@ def _seeds(args: argparse.Namespace) -> list[int]:
     return list(presets.QUICK_SEEDS) if args.quick else [0]
 
 
-def _run_grid(args: argparse.Namespace, task: str, methods: list[dict]) -> dict:
-    from keras_newton.bench.grid import run_grid
-
-    output_dir = args.output_dir or os.path.join(
+def _output_dir(args: argparse.Namespace, task: str) -> str:
+    return args.output_dir or os.path.join(
         "bench_results", f"{args.command}_{task}" + ("_quick" if args.quick else ""))
-    newton = args.newton or list(presets.GRID_NEWTON[task])
-    started, cpu_started = time.perf_counter(), time.process_time()
-    out = run_grid(task, methods, newton, _seeds(args), output_dir,
-                   base_config=task_config(args, task), dampings=_dampings(args, task),
-                   hessian_options=hessian_options(args), name=args.name,
-                   verbose=args.verbose, jit_compile=not args.no_xla)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        return args.workers
+    return presets.QUICK_WORKERS.get(_task_name(args), 1) if args.quick else 1
+
+
+def _in_parallel(args: argparse.Namespace, argv: Sequence[str], output_dir: str,
+                 run: Callable[[tuple[int, int] | None], dict]) -> dict:
+    """Runs ``run(shard)``: the worker's shard, or all shards then the results files."""
+    from keras_newton.bench.grid import parse_shard
+    from keras_newton.bench.workers import run_sharded
+
+    if args.shard is not None:
+        return run(parse_shard(args.shard))
+    workers = _workers(args)
+    if workers > 1:
+        run_sharded(argv, workers, output_dir, run)
+    return run(None)
+
+
+def _report(out: dict, started: float, cpu_started: float) -> None:
     print()
     print(out["table"])
     for kind, path in out["paths"].items():
         print(f"{kind:>8}: {path}")
-    # CPU time (all threads) next to wall time: on a shared machine the wall
-    # time says little; CPU time / cores bounds it on an idle one.
+    # CPU time (this process, all threads) next to wall time: on a shared
+    # machine the wall time says little; workers' CPU time is not included.
     print(f"wall time: {time.perf_counter() - started:.1f} s, "
           f"CPU time: {time.process_time() - cpu_started:.1f} s")
+
+
+def _run_grid(args: argparse.Namespace, task: str, methods: list[dict],
+              argv: Sequence[str] = ()) -> dict:
+    from keras_newton.bench.grid import run_grid
+
+    output_dir = _output_dir(args, task)
+    newton = args.newton or list(presets.GRID_NEWTON[task])
+    started, cpu_started = time.perf_counter(), time.process_time()
+
+    def run(shard):
+        return run_grid(task, methods, newton, _seeds(args), output_dir,
+                        base_config=task_config(args, task), dampings=_dampings(args, task),
+                        hessian_options=hessian_options(args), name=args.name,
+                        verbose=args.verbose if shard is None or shard[0] == 0 else 2,
+                        jit_compile=not args.no_xla, shard=shard)
+
+    out = _in_parallel(args, argv, output_dir, run)
+    if args.shard is None:
+        _report(out, started, cpu_started)
     return out
+
+
+def _run_study(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict:
+    from keras_newton.bench import study
+
+    output_dir = _output_dir(args, "sort")
+    config = task_config(args, "sort")
+    if args.quick:
+        config = dict(presets.STUDY_QUICK, **{k: v for k, v in config.items()
+                                               if getattr(args, k, None) is not None})
+    dampings = args.dampings or study.damping_grid(args.damping_min, args.damping_max,
+                                                   args.per_decade)
+    budgets = args.budgets or (presets.STUDY_QUICK_BUDGETS if args.quick
+                               else [int(config.get("steps", 100_000))])
+    newton = args.newton or list(presets.STUDY_NEWTON)
+    seeds = args.seeds if args.seeds is not None else list(
+        presets.STUDY_QUICK_SEEDS if args.quick else [0, 1, 2])
+    started, cpu_started = time.perf_counter(), time.process_time()
+    out: dict = {}
+    for part in args.parts:
+        def run(shard, part=part):
+            return study.run_study(
+                _method_configs(args), newton, dampings, seeds, output_dir, base_config=config,
+                budgets=budgets, length_seeds=args.length_seeds, parts=[part], shard=shard,
+                verbose=0 if args.verbose == 1 else args.verbose, jit_compile=not args.no_xla)
+
+        out[part] = _in_parallel(args, list(argv) + ["--parts", part], output_dir, run)
+    if args.shard is None:
+        tables = "\n".join(o["tables"].get(p, "") for p, o in out.items())
+        paths = {k: v for o in out.values() for k, v in _flat(o["paths"]).items()}
+        _report({"table": tables, "paths": paths}, started, cpu_started)
+    return out
+
+
+def _flat(paths: dict) -> dict:
+    flat = {}
+    for key, value in paths.items():
+        if isinstance(value, dict):
+            flat.update({f"{key} {k}": v for k, v in _flat(value).items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def _run_overhead(args: argparse.Namespace) -> dict:
@@ -312,12 +444,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_args(args)
+        if args.command in ("grid", "study"):
+            _workers(args)
     except ValueError as error:
         parser.error(str(error))  # Exits with status 2 and the usage line.
+    argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "overhead":
         _run_overhead(args)
+    elif args.command == "study":
+        _run_study(args, argv)
     else:
-        _run_grid(args, _task_name(args), _method_configs(args))
+        _run_grid(args, _task_name(args), _method_configs(args), argv)
     return 0
 
 

@@ -9,6 +9,12 @@ as ``<name>.md``, ``<name>.csv``, ``<name>.json`` (full configuration and
 library versions) and ``<name>.png`` (test metric against training steps),
 all atomically. Rerunning a finished or interrupted grid reuses what is done.
 
+Methods may carry their own variants, seeds and dampings (the main job runs
+five seeds of NeuralSort and SoftSort but fewer of its control). With
+``shard=(i, k)`` a process trains only its share of the runs, so ``k``
+processes (``keras-newton-bench grid --workers k``) use ``k`` cores; a final
+call without a shard finds every run finished and writes the files.
+
 Example:
   >>> out = run_grid("sort", [{"sorter": "neural_sort"}], ["none", "hessian"],
   ...                [0, 1], "results/", base_config={...})   # doctest: +SKIP
@@ -16,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -66,17 +73,136 @@ def variant_label(method: str, newton: str, damping: float,
     return f"{method} · {NEWTON_LABELS[newton]} ({', '.join(details)})"
 
 
+PLAN_KEYS = ("newton", "seeds", "dampings")
+"""Keys of a method entry that say how it is run, not what it is: its own
+Newton variants, seeds and dampings (``{"sorter": "neural_sort", "seeds": [0, 1]}``)."""
+
+
+@dataclasses.dataclass
+class PlannedRun:
+    """One run of a grid: a method's task trained as ``variant`` with ``seed``."""
+
+    task: Task
+    method: str
+    variant: Variant
+    seed: int
+    run_dir: str
+
+
+def split_plan(method_options: dict) -> tuple[dict, dict]:
+    """Splits a method entry into task options and its plan (:data:`PLAN_KEYS`).
+
+    Example:
+      >>> split_plan({"sorter": "soft_sort", "seeds": [0, 1]})
+      ({'sorter': 'soft_sort'}, {'seeds': [0, 1]})
+      >>> split_plan({"sorter": "soft_sort", "newton": "hessian+fisher"})[1]
+      {'newton': ['hessian', 'fisher']}
+    """
+    options = {k: v for k, v in method_options.items() if k not in PLAN_KEYS}
+    plan = {k: method_options[k] for k in PLAN_KEYS if k in method_options}
+    if isinstance(plan.get("newton"), str):  # From the command line: newton=hessian+fisher.
+        plan["newton"] = plan["newton"].split("+")
+    return options, plan
+
+
+def plan_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
+              seeds: Sequence[int], output_dir: str, *, base_config: dict | None = None,
+              dampings: dict[str, float] | None = None,
+              hessian_options: dict | None = None) -> tuple[list[PlannedRun], list[dict]]:
+    """The runs of a grid, in order, and each method's configuration.
+
+    A method entry may carry its own ``newton``, ``seeds`` and ``dampings``
+    (see :data:`PLAN_KEYS`); the arguments are the defaults.
+    """
+    if task_name not in TASKS:
+        raise ValueError(f"task must be one of {tuple(TASKS)}, got {task_name!r}")
+    make_task, describe, defaults = TASKS[task_name]
+    base = dict(defaults, **(base_config or {}))
+    runs, configs = [], []
+    for method_options in methods:
+        options, plan = split_plan(method_options)
+        task = make_task(dict(base, **options))
+        method = describe(task.config)
+        method_dampings = dict(dampings or {}, **plan.get("dampings", {}))
+        method_newton = list(plan.get("newton", newton))
+        method_seeds = [int(s) for s in plan.get("seeds", seeds)]
+        configs.append({"method": method, **task.config, "newton": method_newton,
+                        "seeds": method_seeds,
+                        "dampings": {v: float(method_dampings.get(v, base.get("damping", 1.0)))
+                                     for v in method_newton if v != "none"}})
+        for variant_name in method_newton:
+            damping = float(method_dampings.get(variant_name, base.get("damping", 1.0)))
+            options_for = hessian_options_for(variant_name, hessian_options)
+            label = variant_label(method, variant_name, damping, options_for)
+            variant = Variant(label, newton=variant_name, damping=damping, **options_for)
+            for seed in method_seeds:
+                run_dir = os.path.join(output_dir, "runs", slug(method), slug(variant_name),
+                                       f"seed{seed}")
+                runs.append(PlannedRun(task, method, variant, seed, run_dir))
+    return runs, configs
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"1/2"`` → ``(1, 2)``: this process runs runs ``j`` with ``j % 2 == 1``."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like INDEX/COUNT, got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard index must be in [0, {count}), got {text!r}")
+    return index, count
+
+
+def execute_runs(runs: Sequence[PlannedRun], *, shard: tuple[int, int] | None = None,
+                 verbose: int | str = "auto", jit_compile: bool = True,
+                 diagnostics: bool = True,
+                 log: Callable[[str], None] = print) -> list[dict | None]:
+    """Trains (or reloads) every planned run; ``None`` for runs of other shards.
+
+    One compiled model per method and variant is reused (re-initialized)
+    across its seeds. Sorting runs log :mod:`keras_newton.bench.diagnostics`
+    at every evaluation when ``diagnostics`` is on.
+    """
+    from keras_newton.bench import diagnostics as diagnostics_lib
+
+    records: list[dict | None] = []
+    model, model_key = None, None
+    for index, run in enumerate(runs):
+        if shard is not None and index % shard[1] != shard[0]:
+            records.append(None)
+            continue
+        log(f"== {run.variant.name} · seed {run.seed}  ({run.run_dir})")
+        done = os.path.exists(os.path.join(run.run_dir, RECORD_FILE))
+        key = (id(run.task), run.variant)
+        if not done and key != model_key:
+            keras.backend.clear_session()
+            model = build_variant_model(run.task, run.variant, run.seed, jit_compile)
+            model_key = key
+        monitor = (diagnostics_lib.make_monitor(run.task, run.variant)
+                   if diagnostics and run.task.name == "sort" else None)
+        record = run_training(run.task, run.variant, run.seed, run.run_dir, verbose=verbose,
+                              jit_compile=jit_compile, model=None if done else model,
+                              diagnostics=monitor)
+        record["method"] = run.method
+        records.append(record)
+    return records
+
+
 def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
              seeds: Sequence[int], output_dir: str, *, base_config: dict | None = None,
              dampings: dict[str, float] | None = None,
              hessian_options: dict | None = None, name: str = "results",
              verbose: int | str = "auto", jit_compile: bool = True,
+             shard: tuple[int, int] | None = None, diagnostics: bool = True,
              log: Callable[[str], None] = print) -> dict:
     """Runs every method × Newton variant × seed and writes the results files.
 
     Args:
       task_name: ``"sort"``, ``"path"`` or ``"classify"``.
-      methods: per method, config entries overriding ``base_config``.
+      methods: per method, config entries overriding ``base_config``, and
+        optionally its own ``newton``, ``seeds`` and ``dampings``.
       newton: variants: ``"none"``, ``"hessian"``, ``"fisher"``,
         ``"elementwise_hessian"``.
       seeds: weight-initialization seeds.
@@ -90,57 +216,56 @@ def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
       name: stem of the results files.
       verbose: Keras progress-bar setting of ``fit``.
       jit_compile: XLA on (default) or off.
+      shard: ``(index, count)``: train only every ``count``-th run, starting
+        at ``index``, and write no results files (parallel workers; a final
+        call without ``shard`` collects the finished runs).
+      diagnostics: log the sorting diagnostics at every evaluation.
       log: where progress lines go.
 
     Returns:
-      ``{"records", "table", "paths", "seconds"}``.
+      ``{"records", "table", "paths", "seconds"}`` (only ``records`` and
+      ``seconds`` for a shard).
     """
-    if task_name not in TASKS:
-        raise ValueError(f"task must be one of {tuple(TASKS)}, got {task_name!r}")
-    make_task, describe, defaults = TASKS[task_name]
-    base = dict(defaults, **(base_config or {}))
-    dampings = dict(dampings or {})
     started = time.perf_counter()
-    records, configs = [], []
-    for method_options in methods:
-        config = dict(base, **method_options)
-        task = make_task(config)
-        method = describe(task.config)
-        configs.append({"method": method, **task.config})
-        for variant_name in newton:
-            damping = float(dampings.get(variant_name, base.get("damping", 1.0)))
-            options = hessian_options_for(variant_name, hessian_options)
-            label = variant_label(method, variant_name, damping, options)
-            variant = Variant(label, newton=variant_name, damping=damping, **options)
-            keras.backend.clear_session()
-            model = None  # Compiled once per variant, reused (re-initialized) per seed.
-            for seed in seeds:
-                run_dir = os.path.join(output_dir, "runs", slug(method), slug(variant_name),
-                                       f"seed{int(seed)}")
-                log(f"== {label} · seed {seed}  ({run_dir})")
-                if model is None and not os.path.exists(os.path.join(run_dir, RECORD_FILE)):
-                    model = build_variant_model(task, variant, int(seed), jit_compile)
-                record = run_training(task, variant, int(seed), run_dir, verbose=verbose,
-                                      jit_compile=jit_compile, model=model)
-                record["method"] = method
-                records.append(record)
+    runs, configs = plan_grid(task_name, methods, newton, seeds, output_dir,
+                              base_config=base_config, dampings=dampings,
+                              hessian_options=hessian_options)
+    records = execute_runs(runs, shard=shard, verbose=verbose, jit_compile=jit_compile,
+                           diagnostics=diagnostics, log=log)
+    if shard is not None:
+        return {"records": [r for r in records if r is not None],
+                "seconds": time.perf_counter() - started}
+    task = runs[0].task
     metrics = list(task.metrics)
     full_config = {"task": task_name, "methods": configs, "newton": list(newton),
-                   "dampings": {v: float(dampings.get(v, base.get("damping", 1.0)))
+                   "dampings": {v: float((dampings or {}).get(v, 1.0))
                                 for v in newton if v != "none"},
                    "hessian_options": dict(hessian_options or {}),
                    "seeds": [int(s) for s in seeds], "jit_compile": jit_compile}
+    paths = write_grid_files(output_dir, name, records, task, task_name, full_config)
+    with open(paths["markdown"], encoding="utf-8") as stream:
+        table = stream.read()
+    return {"records": records, "table": table, "paths": paths,
+            "seconds": time.perf_counter() - started}
+
+
+def write_grid_files(output_dir: str, name: str, records: Sequence[dict], task: Task,
+                     task_name: str, full_config: dict) -> dict[str, str]:
+    """The results files of a grid: tables, JSON, the metric plot and diagnostics."""
+    metrics = list(task.metrics)
     selection = task.selection
     scales = {m: (1.0 if m == "cost_ratio" else 100.0) for m in metrics}
+    seeds = sorted({int(r["seed"]) for r in records})
     title = (f"{task_name}: test {', '.join(metrics)} at the best validation {selection} "
-             f"(mean ± std over {len(seeds)} seeds, ×100 where marked)")
+             f"(mean ± std over seeds {', '.join(map(str, seeds))}; Δ and two-sided Welch p "
+             f"against the method's baseline, bold p < 0.05; ×100 where marked)")
     paths = results.write_results(output_dir, name, records, metrics, full_config,
                                   title=title, scales=scales)
     paths["plot"] = plots.plot_metric(
         records, f"test_{selection}", os.path.join(output_dir, f"{name}.png"),
         title=f"{task_name}: test {selection} (mean ± std over seeds)",
         ylabel=f"test {selection}")
-    with open(paths["markdown"], encoding="utf-8") as stream:
-        table = stream.read()
-    return {"records": records, "table": table, "paths": paths,
-            "seconds": time.perf_counter() - started}
+    if any(k.startswith("diag_") for r in records for h in r.get("history", []) for k in h):
+        paths["diagnostics"] = plots.plot_diagnostics(
+            records, os.path.join(output_dir, f"{name}_diagnostics.png"))
+    return paths

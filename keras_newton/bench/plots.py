@@ -1,4 +1,4 @@
-"""PNG plots of a grid: a test metric against training steps, one curve per variant.
+"""PNG plots of a grid: a test metric and the diagnostics against training steps.
 
 Each run records ``history`` entries ``{"step": t, "test_<metric>": m, ...}``
 at every evaluation. Per variant the curve is the mean over seeds at each
@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import Sequence
@@ -37,7 +38,9 @@ def mean_curves(runs: Sequence[dict], key: str) -> dict[str, tuple[np.ndarray, n
     """
     by_variant: dict[str, list[dict[int, float]]] = {}
     for run in runs:
-        series = {int(h["step"]): float(h[key]) for h in run.get("history", []) if key in h}
+        # JSON stores NaN as null (e.g. the baseline's curvature diagnostics).
+        series = {int(h["step"]): math.nan if h[key] is None else float(h[key])
+                  for h in run.get("history", []) if key in h}
         by_variant.setdefault(str(run["variant"]), []).append(series)
     curves = {}
     for variant, series_list in by_variant.items():
@@ -53,11 +56,7 @@ def mean_curves(runs: Sequence[dict], key: str) -> dict[str, tuple[np.ndarray, n
 def plot_metric(runs: Sequence[dict], key: str, path: str, title: str | None = None,
                 ylabel: str | None = None) -> str:
     """Draws ``key`` against steps for every variant and writes a PNG to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib import pyplot as plt
-
+    plt = pyplot()
     curves = mean_curves(runs, key)
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     try:
@@ -76,16 +75,76 @@ def plot_metric(runs: Sequence[dict], key: str, path: str, title: str | None = N
         if curves:
             axes.legend(fontsize=8)
         figure.tight_layout()
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-        os.close(handle)
-        try:
-            figure.savefig(temporary, format="png")
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        save_figure(figure, path)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def pyplot():
+    """Matplotlib's pyplot on the non-interactive ``Agg`` backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: str) -> str:
+    """Writes ``figure`` as a PNG to ``path`` atomically (temporary file + ``os.replace``)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
+    os.close(handle)
+    try:
+        figure.savefig(temporary, format="png")
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+DIAGNOSTIC_PANELS = (
+    ("grad_norm_spread", "per-set ‖g‖: max / median", True),
+    ("grad_norm_median", "per-set ‖g‖: median", True),
+    ("score_std", "score std within a set", True),
+    ("curvature_eig_min", "min eig of M + λI (order dirs)", True),
+    ("curvature_eig_max", "max eig of M + λI (order dirs)", True),
+    ("newton_cosine", "cos(Newton step, gradient)", False),
+    ("step_scale", "‖Newton step‖ / ‖gradient‖", True),
+)
+
+
+def plot_diagnostics(runs: Sequence[dict], path: str, title: str | None = None) -> str:
+    """One panel per diagnostic (:mod:`keras_newton.bench.diagnostics`) against steps.
+
+    Curves are means over seeds per variant (``diag_<name>`` history keys);
+    variants without a value (the baseline's curvature panels) are skipped.
+    """
+    plt = pyplot()
+    figure, axes = plt.subplots(2, 4, figsize=(15, 6.4), dpi=100)
+    try:
+        for ax, (name, label, log_scale) in zip(axes.flat, DIAGNOSTIC_PANELS):
+            for variant, (steps, mean, _) in mean_curves(runs, f"diag_{name}").items():
+                finite = np.isfinite(mean) & ((mean > 0) if log_scale else True)
+                if finite.any():
+                    ax.plot(steps[finite], mean[finite], marker="o", markersize=2,
+                            label=variant)
+            if log_scale:
+                ax.set_yscale("log")
+            ax.set_title(label, fontsize=9)
+            ax.set_xlabel("training steps", fontsize=8)
+            ax.grid(alpha=0.3)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        axes.flat[-1].axis("off")
+        if handles:
+            axes.flat[-1].legend(handles, labels, fontsize=7, loc="center")
+        if title:
+            figure.suptitle(title, fontsize=10)
+        figure.tight_layout()
+        save_figure(figure, path)
     finally:
         plt.close(figure)
     return path

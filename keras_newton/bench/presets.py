@@ -21,8 +21,12 @@ DAMPINGS = {
     "classify": {"hessian": 0.01, "fisher": 0.01, "elementwise_hessian": 0.01},
 }
 
+# The main job's regime is the paper's (n = 10, 100 sets per batch, Adam 1e-3)
+# with a small MLP scorer and a short budget, so that it runs in minutes on
+# two cores; see STUDY_QUICK for the study these settings come from.
 QUICK = {
-    "sort": {"batch_size": 16, "steps": 250, "eval_every": 50, "eval_sets": 250},
+    "sort": {"n": 10, "batch_size": 100, "steps": 3000, "eval_every": 500, "eval_sets": 500,
+             "scorer": "mlp"},
     "path": {"batch_size": 8, "steps": 8, "eval_every": 4, "train_maps": 64,
              "eval_maps": 16, "samples": 3},
     "classify": {"batch_size": 100, "steps": 300, "eval_every": 50},
@@ -30,8 +34,12 @@ QUICK = {
 
 QUICK_SEEDS = (0, 1, 2)
 
+# Processes sharing the runs of a quick grid or study (one per core of a
+# 2-core CPU); --workers overrides.
+QUICK_WORKERS = {"sort": 2}
+
 # Methods of each task's grid when none are given (``grid --quick`` of the
-# sorting task is the main job: NeuralSort and a sorting network, n = 5).
+# sorting task, the main job, uses QUICK_GRID_METHODS instead).
 GRID_METHODS = {
     "sort": [{"sorter": "neural_sort"},
              {"sorter": "diff_sort", "relaxation": "cauchy"}],
@@ -39,6 +47,38 @@ GRID_METHODS = {
              {"method": "perturbed"}],
     "classify": [{"model": "M1", "optimizer": "sgd"}],
 }
+
+# The main job (README command 1): NeuralSort and SoftSort, n = 10, baseline
+# vs Newton-Hessian vs Newton-Fisher over five seeds (Welch tests need them),
+# and the Cauchy sorting network as the control (monotone, well-behaved: the
+# paper's Newton rows barely move it), three seeds. Every λ is the best λ of
+# the study's sweep, chosen on validation exact match:
+#   keras-newton-bench study --quick --parts sweep
+# (table: bench_results/study_sort_quick/sweep/sweep.md, "Best λ per method
+# and variant"; numbers in the README, "What the main job shows").
+QUICK_GRID_METHODS = {
+    "sort": [
+        {"sorter": "neural_sort", "newton": ["none", "hessian", "fisher"],
+         "seeds": [0, 1, 2, 3, 4], "dampings": {"hessian": 0.01, "fisher": 0.001}},
+        {"sorter": "soft_sort", "newton": ["none", "hessian", "fisher"],
+         "seeds": [0, 1, 2, 3, 4], "dampings": {"hessian": 0.01, "fisher": 0.001}},
+        {"sorter": "diff_sort", "relaxation": "cauchy", "newton": ["none", "hessian"],
+         "seeds": [0, 1, 2], "dampings": {"hessian": 0.01}},
+    ],
+}
+
+# The efficacy study (keras-newton-bench study): the paper's hard
+# relaxations at n = 10 and the Cauchy network as the control.
+STUDY_METHODS = [
+    {"sorter": "neural_sort"},
+    {"sorter": "soft_sort"},
+    {"sorter": "diff_sort", "relaxation": "logistic", "network": "odd_even"},
+    {"sorter": "diff_sort", "relaxation": "cauchy", "network": "odd_even"},
+]
+STUDY_NEWTON = ("hessian", "fisher", "elementwise_hessian")
+STUDY_QUICK = dict(QUICK["sort"])
+STUDY_QUICK_SEEDS = (0, 1)
+STUDY_QUICK_BUDGETS = (500, 1500, 5000, 15000)
 
 GRID_NEWTON = {
     "sort": ("none", "hessian", "fisher"),

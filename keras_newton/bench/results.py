@@ -11,7 +11,17 @@ paper's tables do:
     \\bar m = \\frac1S \\sum_{s=1}^S m_s, \\qquad
     \\sigma = \\sqrt{\\frac1{S-1} \\sum_s (m_s - \\bar m)^2}
 
-(sample standard deviation; 0 for a single seed).
+(sample standard deviation; 0 for a single seed). Every Newton row is
+compared with the baseline of the same method (same configuration, loss
+trained directly) by a two-sided Welch t-test per metric (unequal variances,
+:func:`scipy.stats.ttest_ind` with ``equal_var=False``):
+
+.. math::
+
+    t = \\frac{\\bar a - \\bar b}{\\sqrt{s_a^2/n_a + s_b^2/n_b}},
+
+with the Welch–Satterthwaite degrees of freedom; ``p < 0.05`` is marked in
+bold in the Markdown table, as the paper marks significant results.
 
 Files are first written to a temporary file in the target directory and then
 moved over the target with ``os.replace``, so a reader (or a killed run) never
@@ -23,6 +33,8 @@ Example:
   (0.5, 0.0, 1)
 
 References:
+  Welch, "The generalization of 'Student's' problem when several different
+  population variances are involved", Biometrika 34, 1947.
   Petersen et al., "Newton Losses: Using Curvature Information for Learning
   with Differentiable Algorithms", NeurIPS 2024 (tables report mean ± std).
 """
@@ -37,6 +49,7 @@ import os
 import platform
 import sys
 import tempfile
+import warnings
 from typing import Any, Iterable, Sequence
 
 
@@ -104,17 +117,74 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def summarize(rows: Iterable[dict], metrics: Sequence[str], key: str = "variant") -> list[dict]:
-    """Groups rows by ``key`` (first-seen order); each metric → (mean, std, n)."""
+    """Groups rows by ``key`` (first-seen order); each metric → (mean, std, n).
+
+    Each entry also carries what the paper's tables need to compare it with
+    its baseline: ``method`` (label of the method configuration), ``config``
+    (that method's full configuration dict), ``newton`` (``"none"`` for the
+    baseline), ``damping`` (``None`` for the baseline) and ``p_value``
+    (metric → two-sided Welch p against the same method's baseline;
+    ``None`` on baseline rows), when the rows carry these fields.
+    """
     groups: dict[Any, list[dict]] = {}
     for row in rows:
         groups.setdefault(row[key], []).append(row)
     summary = []
     for name, members in groups.items():
-        entry = {key: name, "seeds": [m.get("seed") for m in members]}
+        first = members[0]
+        newton = first.get("newton", "none")
+        entry = {key: name, "seeds": [m.get("seed") for m in members],
+                 "method": first.get("method", name), "config": first.get("config", {}),
+                 "newton": newton,
+                 "damping": None if newton == "none" else first.get("damping")}
+        entry["values"] = {metric: [m.get(metric, math.nan) for m in members]
+                           for metric in metrics}
         for metric in metrics:
-            entry[metric] = mean_std([m.get(metric, math.nan) for m in members])
+            entry[metric] = mean_std(entry["values"][metric])
         summary.append(entry)
+    _add_welch_tests(summary, metrics)
     return summary
+
+
+def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Welch t-test p-value of ``mean(a) == mean(b)`` (NaN if undefined).
+
+    Needs two finite values on each side. As :func:`scipy.stats.ttest_ind`
+    gives: two constant samples of different values give 0, of equal values NaN.
+
+    Example:
+      >>> round(welch_p_value([0.1, 0.2, 0.3], [0.5, 0.6, 0.8]), 4)
+      0.0209
+    """
+    from scipy import stats
+
+    a = [float(v) for v in a if v is not None and math.isfinite(float(v))]
+    b = [float(v) for v in b if v is not None and math.isfinite(float(v))]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # Constant samples: NaN.
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _add_welch_tests(summary: list[dict], metrics: Sequence[str]) -> None:
+    """Gives every Newton entry its Welch p-values against its method's baseline."""
+    baselines = {}
+    for entry in summary:
+        if entry["newton"] == "none":
+            baselines.setdefault(entry["method"], entry)
+    for entry in summary:
+        baseline = baselines.get(entry["method"])
+        if entry["newton"] == "none" or baseline is None:
+            entry["p_value"] = None
+            entry["delta"] = None
+            continue
+        entry["p_value"] = {m: welch_p_value(entry["values"][m], baseline["values"][m])
+                            for m in metrics}
+        entry["delta"] = {m: entry[m][0] - baseline[m][0] for m in metrics}
+
+
+SIGNIFICANCE = 0.05
 
 
 def format_cell(stats: tuple[float, float, int], scale: float = 100.0, digits: int = 2) -> str:
@@ -123,6 +193,14 @@ def format_cell(stats: tuple[float, float, int], scale: float = 100.0, digits: i
     if count == 0:
         return "n/a"
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def format_p_value(p: float | None) -> str:
+    """``"0.012"``; bold below :data:`SIGNIFICANCE`; ``"–"`` for none or NaN."""
+    if p is None or not math.isfinite(p):
+        return "–"
+    text = f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+    return f"**{text}**" if p < SIGNIFICANCE else text
 
 
 def column_name(metric: str, scale: float) -> str:
@@ -134,18 +212,50 @@ def column_name(metric: str, scale: float) -> str:
 
 def markdown_table(summary: Sequence[dict], metrics: Sequence[str], key: str = "variant",
                    scales: dict[str, float] | None = None, title: str | None = None) -> str:
-    """A Markdown table: one row per variant, one ``mean ± std`` column per metric."""
+    """A Markdown table: per variant ``mean ± std``, Δ and Welch p per metric.
+
+    Δ is the difference of means to the same method's baseline (in the
+    metric's displayed unit) and p the two-sided Welch p-value, bold when
+    below 0.05; baseline rows show ``–``.
+    """
     scales = scales or {}
     lines = [f"**{title}**", ""] if title else []
-    header = [key] + [column_name(m, scales.get(m, 100.0)) for m in metrics] + ["seeds"]
+    header = [key]
+    for metric in metrics:
+        header += [column_name(metric, scales.get(metric, 100.0)), f"Δ {metric}",
+                   f"p {metric}"]
+    header.append("seeds")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for entry in summary:
         cells = [str(entry[key])]
-        cells += [format_cell(entry[m], scales.get(m, 100.0)) for m in metrics]
+        for metric in metrics:
+            scale = scales.get(metric, 100.0)
+            delta = (entry.get("delta") or {}).get(metric)
+            p_value = (entry.get("p_value") or {}).get(metric)
+            cells += [format_cell(entry[metric], scale),
+                      "–" if delta is None or not math.isfinite(delta)
+                      else f"{delta * scale:+.2f}",
+                      format_p_value(p_value)]
         cells.append(str(len(entry["seeds"])))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def summary_rows(summary: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
+    """Flat rows of a summary for CSV: mean, std, Δ and p per metric."""
+    rows = []
+    for entry in summary:
+        row = {"variant": entry["variant"], "method": entry["method"],
+               "newton": entry["newton"], "damping": entry["damping"],
+               "seeds": len(entry["seeds"])}
+        for metric in metrics:
+            mean, std, _ = entry[metric]
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean, std
+            row[f"{metric}_delta"] = (entry.get("delta") or {}).get(metric)
+            row[f"{metric}_p_value"] = (entry.get("p_value") or {}).get(metric)
+        rows.append(row)
+    return rows
 
 
 def parse_markdown_table(text: str) -> list[dict[str, str]]:
@@ -190,17 +300,24 @@ def write_results(output_dir: str, name: str, records: Sequence[dict], metrics: 
       scales: per-metric display factor (default 100, i.e. percent).
 
     Returns:
-      ``{"markdown": path, "csv": path, "json": path}``.
+      ``{"markdown": path, "csv": path, "summary_csv": path, "json": path}``;
+      ``<name>_summary.csv`` holds one row per variant (mean, std, Δ to the
+      baseline and Welch p per metric), ``<name>.csv`` one row per run.
     """
     summary = summarize(records, metrics)
     table = markdown_table(summary, metrics, scales=scales, title=title)
     flat_columns = (["variant", "method", "newton", "damping", "seed"] + list(metrics)
                     + [f"final_{m}" for m in metrics]
                     + ["best_step", "steps", "train_seconds"])
+    summary_columns = ["variant", "method", "newton", "damping", "seeds"] + [
+        f"{m}_{part}" for m in metrics for part in ("mean", "std", "delta", "p_value")]
     paths = {
         "markdown": atomic_write_text(os.path.join(output_dir, f"{name}.md"), table),
         "csv": atomic_write_text(os.path.join(output_dir, f"{name}.csv"),
                                  csv_text(records, flat_columns)),
+        "summary_csv": atomic_write_text(
+            os.path.join(output_dir, f"{name}_summary.csv"),
+            csv_text(summary_rows(summary, metrics), summary_columns)),
         "json": atomic_write_json(os.path.join(output_dir, f"{name}.json"), {
             "config": config,
             "versions": library_versions(),

@@ -35,7 +35,7 @@ import json
 import math
 import os
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -99,9 +99,11 @@ class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
     curvatures are recomputed at the first step of every epoch.
     """
 
-    def __init__(self, task: Task, run_dir: str, expected_epoch: int):
+    def __init__(self, task: Task, run_dir: str, expected_epoch: int,
+                 diagnostics: Callable[[keras.Model], dict] | None = None):
         super().__init__(os.path.join(run_dir, BACKUP_DIR))
         self.task = task
+        self.diagnostics = diagnostics
         self.history_path = os.path.join(run_dir, HISTORY_FILE)
         self.seed_state_path = os.path.join(run_dir, seed_state.SEED_STATE_FILE)
         self.seed_generators = seed_state.loss_seed_generators(task.loss)
@@ -153,6 +155,8 @@ class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
             prefix = "val" if split == "validation" else "test"
             for name, value in evaluate(self.model, self.task, split).items():
                 entry[f"{prefix}_{name}"] = value
+        if self.diagnostics is not None:
+            entry.update({f"diag_{k}": v for k, v in self.diagnostics(self.model).items()})
         self.history.append(entry)
         results.atomic_write_json(self.history_path, self.history)
         if self.seed_generators:
@@ -197,7 +201,8 @@ def reset_model(model: keras.Model, task: Task, seed: int) -> keras.Model:
 def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
                  verbose: int | str = "auto", jit_compile: bool | str = True,
                  callbacks: Sequence[keras.callbacks.Callback] = (),
-                 model: keras.Model | None = None) -> dict:
+                 model: keras.Model | None = None,
+                 diagnostics: Callable[[keras.Model], dict] | None = None) -> dict:
     """Trains ``variant`` of ``task`` with ``seed``; resumable through ``run_dir``.
 
     Args:
@@ -210,6 +215,9 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
       callbacks: extra Keras callbacks (after the backup callback).
       model: a compiled model of this task and variant to reuse (see
         :func:`reset_model`); built and compiled when ``None``.
+      diagnostics: ``model -> {name: float}`` called at every evaluation;
+        its values enter the history as ``diag_<name>`` (see
+        :mod:`keras_newton.bench.diagnostics`).
 
     Returns:
       The run record: variant, seed, config, history, selected and final
@@ -228,7 +236,7 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
         model = build_variant_model(task, variant, seed, jit_compile=jit_compile)
     else:
         reset_model(model, task, seed)
-    backup = EvaluateThenBackup(task, run_dir, start_epoch)
+    backup = EvaluateThenBackup(task, run_dir, start_epoch, diagnostics)
     started = time.perf_counter()
     model.fit(task.train_stream(start_epoch * eval_every), epochs=epochs,
               steps_per_epoch=eval_every, callbacks=[backup, *callbacks], verbose=verbose)

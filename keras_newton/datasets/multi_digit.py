@@ -149,7 +149,24 @@ def multi_digit_dataset(
             "digit_arrays must be (images [N, H, W, C], labels [N]), got "
             f"{images.shape} and {labels.shape}"
         )
-    num_images = images.shape[0]
+    return (
+        index_dataset(images.shape[0], set_size=set_size, num_digits=num_digits,
+                      batch_size=batch_size, seed=seed, num_sets=num_sets)
+        .map(
+            lambda idx: compose_numbers(images, labels, idx),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def index_dataset(num_images: int, *, set_size: int, num_digits: int, batch_size: int,
+                  seed: int, num_sets: int | None = None) -> tf.data.Dataset:
+    """Batches of digit indices ``[batch, n, k]``: set ``i`` drawn with seed ``[s, i]``.
+
+    The sets of :func:`multi_digit_dataset` before their images are composed.
+    """
 
     def draw_indices(index):
         stream_seed = tf.stack([tf.constant(seed, tf.int64), index])
@@ -157,17 +174,46 @@ def multi_digit_dataset(
             [set_size, num_digits], stream_seed, 0, num_images, tf.int32
         )
 
+    def draw_batch(indices):
+        # One map call per batch (not per set), several batches in flight:
+        # the same sets as mapping draw_indices over single indices, faster.
+        return tf.map_fn(draw_indices, indices, fn_output_signature=tf.int32)
+
     dataset = tf.data.Dataset.counter(dtype=tf.int64)
     if num_sets is not None:
         dataset = dataset.take(num_sets)
+    return dataset.batch(batch_size).map(
+        draw_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def draw_index_batches(num_images: int, num_batches: int, *, set_size: int,
+                       num_digits: int = 4, batch_size: int = 100,
+                       seed: int = 0) -> np.ndarray:
+    """The first ``num_batches`` index batches of a stream, as one int32 array.
+
+    Drawing the indices is most of the cost of a stream; a benchmark that
+    trains many short runs on the same stream draws them once and composes
+    images from them (:func:`compose_index_batches`), with the same sets.
+
+    Returns:
+      int32 ``[num_batches, batch_size, set_size, num_digits]``.
+    """
+    _check_positive_int("num_batches", num_batches)
+    batches = index_dataset(num_images, set_size=set_size, num_digits=num_digits,
+                            batch_size=batch_size, seed=seed,
+                            num_sets=num_batches * batch_size)
+    return np.stack(list(batches.as_numpy_iterator()))
+
+
+def compose_index_batches(digit_arrays: tuple[np.ndarray, np.ndarray],
+                          index_batches: np.ndarray) -> tf.data.Dataset:
+    """A dataset of ``(images, values)`` batches from precomputed index batches."""
+    images = tf.constant(np.asarray(digit_arrays[0], np.float32))
+    labels = tf.constant(np.asarray(digit_arrays[1], np.int32))
     return (
-        dataset.map(draw_indices)
-        .batch(batch_size)
-        .map(
-            lambda idx: compose_numbers(images, labels, idx),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+        tf.data.Dataset.from_tensor_slices(index_batches)
+        .map(lambda idx: compose_numbers(images, labels, idx),
+             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
 

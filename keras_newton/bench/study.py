@@ -1,0 +1,386 @@
+"""The efficacy study: when do Newton losses beat the loss they wrap, and why.
+
+Three parts, each a set of resumable runs (:mod:`keras_newton.bench.grid`)
+written under ``<output_dir>/<part>/``:
+
+* **sweep** (the paper's Fig. 4): every method × Newton variant × damping λ
+  of a log grid × seed, plus each method's baseline, at one step budget. The
+  table gives test metrics with Δ and the Welch p against the baseline, and
+  marks per method and variant the *best λ*, chosen on the **validation**
+  exact match (mean over seeds), never on test. ``sweep.png`` plots test
+  exact match against λ with the baseline's mean ± std as a band.
+* **length**: each method's baseline and every variant at its best λ,
+  trained for the longest budget; the gain at every shorter budget ``B``
+  is read from the same runs by model selection over the evaluations up to
+  ``B``. This equals training for ``B`` steps: the learning rate is constant
+  and the data stream is a function of the step, so the first ``B`` steps of
+  a longer run *are* the ``B``-step run. ``length.png`` plots Newton −
+  baseline (test exact match) against steps.
+* **diagnostics** are logged at every evaluation of every run (see
+  :mod:`keras_newton.bench.diagnostics`); ``diagnostics_<method>.png`` shows
+  them for the length runs.
+
+Damping grid: ``10^k`` for ``k`` from ``log10(min)`` to ``log10(max)`` in
+steps of ``1 / per_decade`` (default 1e-3 … 1e3, half decades, as the paper's
+grid).
+
+Example:
+  $ keras-newton-bench study --quick --parts sweep --dampings 0.01 0.1 1
+  >>> damping_grid(1e-3, 1e3, 2)[:3]
+  [0.001, 0.00316, 0.01]
+
+References:
+  Petersen et al., "Newton Losses: Using Curvature Information for Learning
+  with Differentiable Algorithms", NeurIPS 2024, Table 1 and Fig. 4.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable, Sequence
+
+from keras_newton.bench import plots, results
+from keras_newton.bench.grid import (
+    TASKS,
+    PlannedRun,
+    execute_runs,
+    plan_grid,
+    slug,
+    split_plan,
+    write_grid_files,
+)
+from keras_newton.bench.training import RECORD_FILE, select
+
+PARTS = ("sweep", "length")
+SELECTION = "exact_match"
+
+
+def damping_grid(minimum: float = 1e-3, maximum: float = 1e3,
+                 per_decade: int = 2) -> list[float]:
+    """Log-spaced dampings, rounded to 3 significant digits (see module docstring)."""
+    if not (0 < minimum <= maximum) or per_decade < 1:
+        raise ValueError(f"need 0 < minimum <= maximum and per_decade >= 1, got "
+                         f"{minimum}, {maximum}, {per_decade}")
+    low, high = math.log10(minimum), math.log10(maximum)
+    count = int(round((high - low) * per_decade)) + 1
+    return [float(f"{10 ** (low + k / per_decade):.3g}") for k in range(count)]
+
+
+def sweep_runs(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence[float],
+               seeds: Sequence[int], output_dir: str, base_config: dict) -> list[PlannedRun]:
+    """Baseline and variant × λ runs of every method (one grid per λ, shared baseline)."""
+    runs = []
+    for method in methods:
+        options, plan = split_plan(method)  # A method may study fewer variants.
+        variants = [v for v in plan.get("newton", newton) if v != "none"]
+        baseline, _ = plan_grid("sort", [options], ["none"], seeds, output_dir,
+                                base_config=base_config)
+        runs += baseline
+        for damping in dampings:
+            planned, _ = plan_grid("sort", [options], variants, seeds,
+                                   os.path.join(output_dir, f"lambda{damping:g}"),
+                                   base_config=base_config,
+                                   dampings={v: damping for v in variants})
+            runs += planned
+    return runs
+
+
+def best_dampings(records: Sequence[dict], selection: str = SELECTION) -> dict:
+    """``{(method, newton): λ}`` with the best mean *validation* ``selection``.
+
+    Ties go to the larger λ (the step closer to plain gradient descent).
+
+    Example:
+      >>> rows = [{"method": "m", "newton": "hessian", "damping": d, "seed": 0,
+      ...          "val_exact_match": v, "exact_match": t}
+      ...         for d, v, t in ((0.1, 0.2, 0.9), (1.0, 0.3, 0.1))]
+      >>> best_dampings(rows)
+      {('m', 'hessian'): 1.0}
+    """
+    groups: dict[tuple, dict[float, list[float]]] = {}
+    for record in records:
+        if record["newton"] == "none":
+            continue
+        key = (record["method"], record["newton"])
+        groups.setdefault(key, {}).setdefault(float(record["damping"]), []).append(
+            float(record[f"val_{selection}"]))
+    return {key: max(values, key=lambda d: (sum(values[d]) / len(values[d]), d))
+            for key, values in groups.items()}
+
+
+def length_runs(methods: Sequence[dict], newton: Sequence[str], best: dict,
+                seeds: Sequence[int], output_dir: str, base_config: dict) -> list[PlannedRun]:
+    """Baseline and each variant at its best λ, at the longest budget."""
+    runs = []
+    for method in methods:
+        options, plan = split_plan(method)
+        planned, configs = plan_grid("sort", [options], ["none"], seeds, output_dir,
+                                     base_config=base_config)
+        label = configs[0]["method"]
+        chosen = [v for v in plan.get("newton", newton) if (label, v) in best]
+        dampings = {v: best[(label, v)] for v in chosen}
+        more, _ = plan_grid("sort", [options], chosen, seeds, output_dir,
+                            base_config=base_config, dampings=dampings)
+        runs += planned + more
+    return runs
+
+
+def gain_by_budget(records: Sequence[dict], budgets: Sequence[int],
+                   selection: str = SELECTION) -> list[dict]:
+    """Per Newton row and budget: Δ test ``selection`` to the baseline, Welch p.
+
+    The test value at budget ``B`` is that of the evaluation with the best
+    validation value among evaluations at steps ``<= B``.
+    """
+    by_row: dict[str, list[dict]] = {}
+    for record in records:
+        by_row.setdefault(record["variant"], []).append(record)
+    baselines = {rows[0]["method"]: rows for rows in by_row.values()
+                 if rows[0]["newton"] == "none"}
+    out = []
+    for variant, rows in by_row.items():
+        first = rows[0]
+        if first["newton"] == "none" or first["method"] not in baselines:
+            continue
+        entry = {"variant": variant, "method": first["method"], "newton": first["newton"],
+                 "damping": first["damping"], "budgets": []}
+        for budget in budgets:
+            def at_budget(group):
+                values = []
+                for record in group:
+                    history = [h for h in record["history"] if h["step"] <= budget]
+                    if history:
+                        values.append(select(history, selection, [selection])[selection])
+                return values
+            newton_values, baseline_values = at_budget(rows), at_budget(baselines[first["method"]])
+            newton_stats = results.mean_std(newton_values)
+            baseline_stats = results.mean_std(baseline_values)
+            entry["budgets"].append({
+                "steps": int(budget), "newton": list(newton_stats),
+                "baseline": list(baseline_stats),
+                "delta": newton_stats[0] - baseline_stats[0],
+                "delta_std": math.sqrt(newton_stats[1] ** 2 / max(newton_stats[2], 1)
+                                       + baseline_stats[1] ** 2 / max(baseline_stats[2], 1)),
+                "p_value": results.welch_p_value(newton_values, baseline_values)})
+        out.append(entry)
+    return out
+
+
+def length_table(gains: Sequence[dict], budgets: Sequence[int]) -> str:
+    """Markdown: per Newton row, ``Δ (p)`` of test exact match at every budget."""
+    lines = ["**Gain vs training length: test exact match, Newton − baseline (points), "
+             "two-sided Welch p in parentheses (bold p < 0.05)**", "",
+             "| variant | " + " | ".join(f"{b} steps" for b in budgets) + " |",
+             "|---|" + "---|" * len(budgets)]
+    for entry in gains:
+        cells = [f"{b['delta'] * 100:+.2f} ({results.format_p_value(b['p_value'])})"
+                 if math.isfinite(b["delta"]) else "n/a" for b in entry["budgets"]]
+        lines.append(f"| {entry['variant']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def best_table(summary: Sequence[dict], best: dict) -> str:
+    """Markdown: the best λ per method and variant, and its row of the sweep."""
+    lines = ["**Best λ per method and variant (highest mean validation exact match)**", "",
+             "| method | variant | best λ | test exact_match (%) | Δ (points) | p |",
+             "|---|---|---|---|---|---|"]
+    for entry in summary:
+        if entry["newton"] == "none" or best.get((entry["method"], entry["newton"])) != \
+                entry["damping"]:
+            continue
+        delta = (entry.get("delta") or {}).get(SELECTION)
+        lines.append(
+            f"| {entry['method']} | {entry['newton']} | {entry['damping']:g} | "
+            f"{results.format_cell(entry[SELECTION])} | "
+            f"{'–' if delta is None else f'{delta * 100:+.2f}'} | "
+            f"{results.format_p_value((entry.get('p_value') or {}).get(SELECTION))} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(summary: Sequence[dict], path: str) -> str:
+    """Test exact match against λ per method (panels) and variant; baseline band."""
+    import numpy as np
+
+    plt = plots.pyplot()
+    methods = list(dict.fromkeys(e["method"] for e in summary))
+    figure, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), dpi=100,
+                                squeeze=False)
+    try:
+        for ax, method in zip(axes[0], methods):
+            rows = [e for e in summary if e["method"] == method]
+            for entry in rows:
+                if entry["newton"] == "none":
+                    mean, std, _ = entry[SELECTION]
+                    ax.axhspan(100 * (mean - std), 100 * (mean + std), color="grey", alpha=0.25)
+                    ax.axhline(100 * mean, color="grey", label="baseline ± std")
+            for newton in dict.fromkeys(e["newton"] for e in rows if e["newton"] != "none"):
+                points = sorted((e["damping"], e[SELECTION]) for e in rows
+                                if e["newton"] == newton)
+                x = np.array([p[0] for p in points])
+                y = np.array([100 * p[1][0] for p in points])
+                err = np.array([100 * p[1][1] for p in points])
+                ax.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2, label=newton)
+            ax.set_xscale("log")
+            ax.set_xlabel("damping λ")
+            ax.set_ylabel("test exact match (%)")
+            ax.set_title(method, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        figure.tight_layout()
+        plots.save_figure(figure, path)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def plot_length(gains: Sequence[dict], path: str) -> str:
+    """Newton − baseline test exact match (points) against the step budget."""
+    plt = plots.pyplot()
+    figure, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    try:
+        for entry in gains:
+            steps = [b["steps"] for b in entry["budgets"]]
+            ax.errorbar(steps, [100 * b["delta"] for b in entry["budgets"]],
+                        yerr=[100 * b["delta_std"] for b in entry["budgets"]], marker="o",
+                        markersize=3, capsize=2, label=entry["variant"])
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps (budget)")
+        ax.set_ylabel("Newton − baseline, test exact match (points)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        figure.tight_layout()
+        plots.save_figure(figure, path)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence[float],
+              seeds: Sequence[int], output_dir: str, *, base_config: dict,
+              budgets: Sequence[int], length_seeds: Sequence[int] | None = None,
+              parts: Sequence[str] = PARTS, shard: tuple[int, int] | None = None,
+              verbose: int | str = 0, jit_compile: bool = True,
+              log: Callable[[str], None] = print) -> dict:
+    """Runs the study's parts and writes their files (see the module docstring).
+
+    Args:
+      methods: sorting method configs (``{"sorter": "neural_sort"}``, ...); an
+        entry's own ``newton`` list narrows the variants studied for it.
+      newton: Newton variants to study (``"hessian"``, ``"fisher"``,
+        ``"elementwise_hessian"``).
+      dampings: the λ grid of the sweep.
+      seeds: seeds of the sweep.
+      output_dir: results folder; parts go to ``sweep/`` and ``length/``.
+      base_config: sorting task configuration (``steps`` is the sweep's
+        budget; ``eval_every`` must divide every budget).
+      budgets: step budgets of the length part (the longest is trained).
+      length_seeds: seeds of the length part (default: ``seeds``).
+      parts: which parts to run, in order.
+      shard: ``(index, count)``: train only this worker's share, write nothing.
+      verbose: Keras progress setting.
+      jit_compile: XLA on (default).
+      log: where progress lines go.
+
+    Returns:
+      ``{"paths", "tables", "best", "gains", "seconds"}``.
+    """
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"parts must be among {PARTS}, got {sorted(unknown)}")
+    if "none" in newton:
+        raise ValueError("newton lists Newton variants; the baseline is always run")
+    started = time.perf_counter()
+    budgets = sorted(int(b) for b in budgets)
+    eval_every = int(base_config.get("eval_every", TASKS["sort"][2]["eval_every"]))
+    if any(b % eval_every for b in budgets):
+        raise ValueError(f"eval_every ({eval_every}) must divide every budget {budgets}")
+    out = {"paths": {}, "tables": {}, "best": {}, "gains": [], "sweep_gains": []}
+    sweep_dir = os.path.join(output_dir, "sweep")
+    runs = sweep_runs(methods, newton, dampings, seeds, sweep_dir, base_config)
+    config = {"methods": list(methods), "newton": list(newton),
+              "dampings": [float(d) for d in dampings], "seeds": [int(s) for s in seeds],
+              "base_config": dict(base_config), "budgets": budgets,
+              "length_seeds": [int(s) for s in (length_seeds or seeds)],
+              "selection": f"best λ by mean validation {SELECTION}"}
+    if "sweep" in parts:
+        records = execute_runs(runs, shard=shard, verbose=verbose, jit_compile=jit_compile,
+                               log=log)
+        if shard is None:
+            out["paths"]["sweep"] = write_grid_files(sweep_dir, "sweep", records, runs[0].task,
+                                                     "sort", {"study": config})
+            summary = results.summarize(records, list(runs[0].task.metrics))
+            out["best"] = best_dampings(records)
+            # Gain of the best λ at every evaluation of the sweep's budget.
+            chosen = [r for r in records if r["newton"] == "none"
+                      or out["best"].get((r["method"], r["newton"])) == r["damping"]]
+            steps = int(runs[0].task.config["steps"])
+            out["sweep_gains"] = gain_by_budget(chosen, range(eval_every, steps + 1, eval_every))
+            table = (best_table(summary, out["best"]) + "\n"
+                     + length_table(out["sweep_gains"],
+                                    range(eval_every, steps + 1, eval_every)))
+            with open(out["paths"]["sweep"]["markdown"], encoding="utf-8") as stream:
+                sweep_md = stream.read()
+            results.atomic_write_text(out["paths"]["sweep"]["markdown"],
+                                      sweep_md + "\n" + table)
+            out["tables"]["sweep"] = sweep_md + "\n" + table
+            out["paths"]["sweep"]["best"] = results.atomic_write_json(
+                os.path.join(sweep_dir, "sweep_best.json"),
+                {"selection": config["selection"], "steps": steps,
+                 "best": [{"method": m, "newton": v, "damping": d}
+                          for (m, v), d in out["best"].items()],
+                 "gains_by_step": out["sweep_gains"]})
+            out["paths"]["sweep"]["lambda_plot"] = plot_sweep(
+                summary, os.path.join(sweep_dir, "sweep_lambda.png"))
+    if "length" in parts:
+        if not out["best"]:
+            # The length part needs the sweep's choice: read its finished runs.
+            out["best"] = best_dampings(finished_records(runs))
+        length_dir = os.path.join(output_dir, "length")
+        long_config = dict(base_config, steps=budgets[-1])
+        runs_long = length_runs(methods, newton, out["best"], length_seeds or seeds,
+                                length_dir, long_config)
+        records = execute_runs(runs_long, shard=shard, verbose=verbose,
+                               jit_compile=jit_compile, log=log)
+        if shard is None:
+            out["paths"]["length"] = write_grid_files(length_dir, "length", records,
+                                                      runs_long[0].task, "sort",
+                                                      {"study": config})
+            out["gains"] = gain_by_budget(records, budgets)
+            table = length_table(out["gains"], budgets)
+            out["tables"]["length"] = table
+            out["paths"]["length"]["gain_table"] = results.atomic_write_text(
+                os.path.join(length_dir, "gain_vs_steps.md"), table)
+            results.atomic_write_json(os.path.join(length_dir, "gain_vs_steps.json"),
+                                      out["gains"])
+            out["paths"]["length"]["gain_plot"] = plot_length(
+                out["gains"], os.path.join(length_dir, "gain_vs_steps.png"))
+            for method in dict.fromkeys(r["method"] for r in records):
+                out["paths"]["length"][f"diagnostics {method}"] = plots.plot_diagnostics(
+                    [r for r in records if r["method"] == method],
+                    os.path.join(length_dir, f"diagnostics_{slug(method)}.png"),
+                    title=f"{method}: diagnostics on 100 validation sets (mean over seeds)")
+    out["best"] = {f"{m} · {v}": d for (m, v), d in out["best"].items()}
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def finished_records(runs: Sequence[PlannedRun]) -> list[dict]:
+    """The records of finished runs; a clear error if one is missing."""
+    records = []
+    for run in runs:
+        path = os.path.join(run.run_dir, RECORD_FILE)
+        if not os.path.exists(path):
+            raise RuntimeError(f"the length part needs the finished sweep ({path} is "
+                               "missing): run --parts sweep first, with the same flags")
+        with open(path, encoding="utf-8") as stream:
+            records.append(dict(json.load(stream), method=run.method))
+    return records
+
+
+__all__ = ["PARTS", "best_dampings", "damping_grid", "finished_records", "gain_by_budget",
+           "length_runs",
+           "run_study", "sweep_runs"]

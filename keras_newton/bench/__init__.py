@@ -1,8 +1,10 @@
 """Benchmarks of the paper (Petersen et al., NeurIPS 2024) as a CLI and a library.
 
-``keras-newton-bench grid --quick`` is the main job: NeuralSort and a
-differentiable sorting network, n = 5, on the offline digits, baseline vs
-Newton-Hessian vs Newton-Fisher over three seeds. See :mod:`.cli` for the
+``keras-newton-bench grid --quick`` is the main job: NeuralSort and SoftSort
+at the paper's n = 10 and 100 sets per batch on the offline digits, baseline
+vs Newton-Hessian vs Newton-Fisher over five seeds, and the Cauchy sorting
+network as the control; ``keras-newton-bench study`` is the efficacy study
+(:mod:`.study`) the main job's dampings come from. See :mod:`.cli` for the
 subcommands and flags, :mod:`.training` for resumable runs and model
 selection, :mod:`.results` / :mod:`.plots` for the files written.
 

@@ -150,8 +150,10 @@ def test_welch_p_values_equal_scipy_and_reach_every_file(tmp_path):
 
 def test_welch_p_value_needs_two_values_per_side():
     assert math.isnan(results.welch_p_value([0.1], [0.2, 0.3]))
-    # Both constant: scipy's t is ±inf (p = 0) for different values, undefined for equal.
-    assert results.welch_p_value([0.1, 0.1], [0.2, 0.2]) == 0.0
+    # Both constant: scipy's t is ±inf (p = 0) for different values: no evidence.
+    assert math.isnan(results.welch_p_value([0.1, 0.1], [0.2, 0.2]))
     assert math.isnan(results.welch_p_value([0.3, 0.3], [0.3, 0.3]))
+    # One constant side is a valid Welch test.
+    assert results.welch_p_value([0.1, 0.1], [0.2, 0.3]) > 0
     assert results.welch_p_value([0.1, 0.2, float("nan"), 0.3], [0.5, 0.6, 0.8]) == \
         pytest.approx(results.welch_p_value([0.1, 0.2, 0.3], [0.5, 0.6, 0.8]))

@@ -32,6 +32,7 @@ import keras
 
 from keras_newton.bench import classify_task, path_task, plots, results, sort_task
 from keras_newton.bench.task import Task, Variant, build_variant_model, hessian_options_for
+from keras_newton.bench.diagnostics import DIAGNOSTIC_SETS
 from keras_newton.bench.training import RECORD_FILE, run_training
 
 TASKS: dict[str, tuple[Callable[[dict], Task], Callable[[dict], str], dict]] = {
@@ -250,8 +251,12 @@ def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
 
 
 def write_grid_files(output_dir: str, name: str, records: Sequence[dict], task: Task,
-                     task_name: str, full_config: dict) -> dict[str, str]:
-    """The results files of a grid: tables, JSON, the metric plot and diagnostics."""
+                     task_name: str, full_config: dict,
+                     diagnostics_runs: Sequence[dict] | None = None) -> dict[str, str]:
+    """The results files of a grid: tables, JSON, the metric plot and diagnostics.
+
+    ``diagnostics_runs`` narrows the diagnostics plot (default: every run).
+    """
     metrics = list(task.metrics)
     selection = task.selection
     scales = {m: (1.0 if m == "cost_ratio" else 100.0) for m in metrics}
@@ -265,7 +270,11 @@ def write_grid_files(output_dir: str, name: str, records: Sequence[dict], task: 
         records, f"test_{selection}", os.path.join(output_dir, f"{name}.png"),
         title=f"{task_name}: test {selection} (mean ± std over seeds)",
         ylabel=f"test {selection}")
-    if any(k.startswith("diag_") for r in records for h in r.get("history", []) for k in h):
+    diagnostics_runs = records if diagnostics_runs is None else diagnostics_runs
+    if any(k.startswith("diag_") for r in diagnostics_runs for h in r.get("history", [])
+           for k in h):
         paths["diagnostics"] = plots.plot_diagnostics(
-            records, os.path.join(output_dir, f"{name}_diagnostics.png"))
+            diagnostics_runs, os.path.join(output_dir, f"{name}_diagnostics.png"),
+            title=f"{task_name}: diagnostics on {DIAGNOSTIC_SETS} validation sets "
+                  "(mean over seeds)")
     return paths

@@ -125,19 +125,23 @@ def plot_diagnostics(runs: Sequence[dict], path: str, title: str | None = None) 
     """
     plt = pyplot()
     figure, axes = plt.subplots(2, 4, figsize=(15, 6.4), dpi=100)
+    # One colour per variant in every panel (panels skip variants without values).
+    colors = {variant: f"C{i % 10}" for i, variant in
+              enumerate(dict.fromkeys(str(run["variant"]) for run in runs))}
     try:
         for ax, (name, label, log_scale) in zip(axes.flat, DIAGNOSTIC_PANELS):
             for variant, (steps, mean, _) in mean_curves(runs, f"diag_{name}").items():
                 finite = np.isfinite(mean) & ((mean > 0) if log_scale else True)
                 if finite.any():
                     ax.plot(steps[finite], mean[finite], marker="o", markersize=2,
-                            label=variant)
+                            label=variant, color=colors[variant],
+                            linestyle="-" if "baseline" in variant else "--")
             if log_scale:
                 ax.set_yscale("log")
             ax.set_title(label, fontsize=9)
             ax.set_xlabel("training steps", fontsize=8)
             ax.grid(alpha=0.3)
-        handles, labels = axes.flat[0].get_legend_handles_labels()
+        handles, labels = axes.flat[0].get_legend_handles_labels()  # Every variant.
         axes.flat[-1].axis("off")
         if handles:
             axes.flat[-1].legend(handles, labels, fontsize=7, loc="center")

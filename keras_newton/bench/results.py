@@ -149,8 +149,10 @@ def summarize(rows: Iterable[dict], metrics: Sequence[str], key: str = "variant"
 def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided Welch t-test p-value of ``mean(a) == mean(b)`` (NaN if undefined).
 
-    Needs two finite values on each side. As :func:`scipy.stats.ttest_ind`
-    gives: two constant samples of different values give 0, of equal values NaN.
+    Needs two finite values on each side, and some spread: when both samples
+    are constant the t statistic divides by zero (scipy then reports p = 0
+    for different constants), which says nothing about significance with a
+    few seeds, so the result is NaN.
 
     Example:
       >>> round(welch_p_value([0.1, 0.2, 0.3], [0.5, 0.6, 0.8]), 4)
@@ -160,7 +162,7 @@ def welch_p_value(a: Sequence[float], b: Sequence[float]) -> float:
 
     a = [float(v) for v in a if v is not None and math.isfinite(float(v))]
     b = [float(v) for v in b if v is not None and math.isfinite(float(v))]
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < 2 or len(b) < 2 or (max(a) == min(a) and max(b) == min(b)):
         return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # Constant samples: NaN.

@@ -310,13 +310,14 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
         records = execute_runs(runs, shard=shard, verbose=verbose, jit_compile=jit_compile,
                                log=log)
         if shard is None:
-            out["paths"]["sweep"] = write_grid_files(sweep_dir, "sweep", records, runs[0].task,
-                                                     "sort", {"study": config})
-            summary = results.summarize(records, list(runs[0].task.metrics))
             out["best"] = best_dampings(records)
-            # Gain of the best λ at every evaluation of the sweep's budget.
+            # The baselines and the best λ: diagnostics and gain per evaluation.
             chosen = [r for r in records if r["newton"] == "none"
                       or out["best"].get((r["method"], r["newton"])) == r["damping"]]
+            out["paths"]["sweep"] = write_grid_files(sweep_dir, "sweep", records, runs[0].task,
+                                                     "sort", {"study": config},
+                                                     diagnostics_runs=chosen)
+            summary = results.summarize(records, list(runs[0].task.metrics))
             steps = int(runs[0].task.config["steps"])
             out["sweep_gains"] = gain_by_budget(chosen, range(eval_every, steps + 1, eval_every))
             table = (best_table(summary, out["best"]) + "\n"

@@ -4,9 +4,9 @@ A grid's runs are independent and each is resumable from its own folder, so
 ``k`` processes can share them: worker ``i`` trains the runs ``j`` with
 ``j % k == i`` (``--shard i/k``), and the calling process, once all workers
 are done, runs the same command without a shard, finds every run finished
-and writes the results files. On a 2-core CPU two workers finish a grid of
-small models in about 0.6× the time of one process (measured on the main job;
-one TensorFlow process leaves a core partly idle between small XLA steps).
+and writes the results files. Small models leave a core partly idle between
+their XLA steps, so two workers on two cores finish a grid sooner than one
+process; results do not depend on the number of workers (tested).
 
 Workers write their progress to ``<output_dir>/worker<i>.log``; a failing
 worker stops the command with its exit code and log path.

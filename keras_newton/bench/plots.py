@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -56,10 +57,8 @@ def mean_curves(runs: Sequence[dict], key: str) -> dict[str, tuple[np.ndarray, n
 def plot_metric(runs: Sequence[dict], key: str, path: str, title: str | None = None,
                 ylabel: str | None = None) -> str:
     """Draws ``key`` against steps for every variant and writes a PNG to ``path``."""
-    plt = pyplot()
     curves = mean_curves(runs, key)
-    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    try:
+    with figure_file(path, figsize=(6.4, 4.2), dpi=110) as (_, axes):
         for variant, (steps, mean, std) in curves.items():
             if steps.size == 0:
                 continue
@@ -74,10 +73,6 @@ def plot_metric(runs: Sequence[dict], key: str, path: str, title: str | None = N
             axes.set_title(title, fontsize=10)
         if curves:
             axes.legend(fontsize=8)
-        figure.tight_layout()
-        save_figure(figure, path)
-    finally:
-        plt.close(figure)
     return path
 
 
@@ -106,6 +101,19 @@ def save_figure(figure, path: str) -> str:
     return path
 
 
+@contextlib.contextmanager
+def figure_file(path: str, nrows: int = 1, ncols: int = 1, **subplots_options):
+    """Yields ``(figure, axes)``; on exit lays them out and writes the PNG (atomically)."""
+    plt = pyplot()
+    figure, axes = plt.subplots(nrows, ncols, **subplots_options)
+    try:
+        yield figure, axes
+        figure.tight_layout()
+        save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
 DIAGNOSTIC_PANELS = (
     ("grad_norm_spread", "per-set ‖g‖: max / median", True),
     ("grad_norm_median", "per-set ‖g‖: median", True),
@@ -123,12 +131,10 @@ def plot_diagnostics(runs: Sequence[dict], path: str, title: str | None = None) 
     Curves are means over seeds per variant (``diag_<name>`` history keys);
     variants without a value (the baseline's curvature panels) are skipped.
     """
-    plt = pyplot()
-    figure, axes = plt.subplots(2, 4, figsize=(15, 6.4), dpi=100)
     # One colour per variant in every panel (panels skip variants without values).
     colors = {variant: f"C{i % 10}" for i, variant in
               enumerate(dict.fromkeys(str(run["variant"]) for run in runs))}
-    try:
+    with figure_file(path, 2, 4, figsize=(15, 6.4), dpi=100) as (figure, axes):
         for ax, (name, label, log_scale) in zip(axes.flat, DIAGNOSTIC_PANELS):
             for variant, (steps, mean, _) in mean_curves(runs, f"diag_{name}").items():
                 finite = np.isfinite(mean) & ((mean > 0) if log_scale else True)
@@ -147,8 +153,4 @@ def plot_diagnostics(runs: Sequence[dict], path: str, title: str | None = None) 
             axes.flat[-1].legend(handles, labels, fontsize=7, loc="center")
         if title:
             figure.suptitle(title, fontsize=10)
-        figure.tight_layout()
-        save_figure(figure, path)
-    finally:
-        plt.close(figure)
     return path

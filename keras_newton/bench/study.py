@@ -42,6 +42,8 @@ import os
 import time
 from typing import Callable, Sequence
 
+import numpy as np
+
 from keras_newton.bench import plots, results
 from keras_newton.bench.grid import (
     TASKS,
@@ -202,13 +204,9 @@ def best_table(summary: Sequence[dict], best: dict) -> str:
 
 def plot_sweep(summary: Sequence[dict], path: str) -> str:
     """Test exact match against λ per method (panels) and variant; baseline band."""
-    import numpy as np
-
-    plt = plots.pyplot()
     methods = list(dict.fromkeys(e["method"] for e in summary))
-    figure, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), dpi=100,
-                                squeeze=False)
-    try:
+    with plots.figure_file(path, 1, len(methods), figsize=(4.2 * len(methods), 3.6), dpi=100,
+                           squeeze=False) as (_, axes):
         for ax, method in zip(axes[0], methods):
             rows = [e for e in summary if e["method"] == method]
             for entry in rows:
@@ -229,18 +227,12 @@ def plot_sweep(summary: Sequence[dict], path: str) -> str:
             ax.set_title(method, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-        figure.tight_layout()
-        plots.save_figure(figure, path)
-    finally:
-        plt.close(figure)
     return path
 
 
 def plot_length(gains: Sequence[dict], path: str) -> str:
     """Newton − baseline test exact match (points) against the step budget."""
-    plt = plots.pyplot()
-    figure, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    try:
+    with plots.figure_file(path, figsize=(7, 4.2), dpi=100) as (_, ax):
         for entry in gains:
             steps = [b["steps"] for b in entry["budgets"]]
             ax.errorbar(steps, [100 * b["delta"] for b in entry["budgets"]],
@@ -252,10 +244,6 @@ def plot_length(gains: Sequence[dict], path: str) -> str:
         ax.set_ylabel("Newton − baseline, test exact match (points)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-        figure.tight_layout()
-        plots.save_figure(figure, path)
-    finally:
-        plt.close(figure)
     return path
 
 

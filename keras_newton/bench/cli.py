@@ -310,10 +310,11 @@ def _output_dir(args: argparse.Namespace, task: str) -> str:
 
 
 def _workers(args: argparse.Namespace) -> int:
-    if args.workers is not None:
-        if args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        return args.workers
+    workers = getattr(args, "workers", None)  # Only grid and study take --workers.
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        return workers
     return presets.QUICK_WORKERS.get(_task_name(args), 1) if args.quick else 1
 
 
@@ -323,8 +324,9 @@ def _in_parallel(args: argparse.Namespace, argv: Sequence[str], output_dir: str,
     from keras_newton.bench.grid import parse_shard
     from keras_newton.bench.workers import run_sharded
 
-    if args.shard is not None:
-        return run(parse_shard(args.shard))
+    shard = getattr(args, "shard", None)
+    if shard is not None:
+        return run(parse_shard(shard))
     workers = _workers(args)
     if workers > 1:
         run_sharded(argv, workers, output_dir, run)
@@ -358,7 +360,7 @@ def _run_grid(args: argparse.Namespace, task: str, methods: list[dict],
                         jit_compile=not args.no_xla, shard=shard)
 
     out = _in_parallel(args, argv, output_dir, run)
-    if args.shard is None:
+    if getattr(args, "shard", None) is None:
         _report(out, started, cpu_started)
     return out
 

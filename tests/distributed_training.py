@@ -29,6 +29,7 @@ def main():
     parser.add_argument("--outputs", type=int, default=3, help="classes = outputs m")
     parser.add_argument("--batch", type=int, default=16, help="global (full) batch")
     parser.add_argument("--learning_rate", type=float, default=0.5)
+    parser.add_argument("--damping", default="0.05", help="a λ, or 'adaptive'")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -88,17 +89,19 @@ def train(args, strategy, api, x, y):
 
     n = len(x)
     ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    damping = args.damping if args.damping == "adaptive" else float(args.damping)
     with strategy.scope():
         keras.utils.set_random_seed(0)
         inputs = keras.Input((4,))
         hidden = keras.layers.Dense(6, activation="tanh")(inputs)
         outputs = keras.layers.Dense(y.shape[1])(hidden)
         if api == "model":
-            model = kn.NewtonLossModel(inputs, outputs, curvature=args.curvature, damping=0.05)
+            model = kn.NewtonLossModel(inputs, outputs, curvature=args.curvature,
+                                       damping=damping)
             loss = ce
         else:
             model = keras.Model(inputs, outputs)
-            loss = kn.NewtonLoss(ce, curvature=args.curvature, damping=0.05)
+            loss = kn.NewtonLoss(ce, curvature=args.curvature, damping=damping)
         model.compile(keras.optimizers.SGD(args.learning_rate), loss=loss, jit_compile=False)
     # Full-batch steps: every step sees all n samples whatever the sharding,
     # so the result must equal single-device training.
@@ -131,6 +134,11 @@ def train(args, strategy, api, x, y):
             train_step(next(iterator))
     else:
         model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)
+    wrappers = list(getattr(model, "_newton_wrappers", {}).values()) or [loss]
+    state = wrappers[0].damping_state
+    if state is not None:
+        print(f"{api} damping ratio: {float(state.ratio.numpy()):.9g}")
+        print(f"{api} last damping: {float(state.damping.numpy()):.9g}")
     return initial, model.get_weights()
 
 

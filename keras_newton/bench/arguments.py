@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_newton.bench.task import NEWTON_CHOICES
+from keras_newton.bench.task import NEWTON_CHOICES, parse_damping
 
 TASK_FLAGS = {
     "sort": ("sorter", "n", "tau", "network", "relaxation", "steepness", "art_lambda",
@@ -32,8 +32,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quick", action="store_true", help="small CPU preset")
     group.add_argument("--newton", nargs="+", choices=NEWTON_CHOICES, default=None,
                        help="training variants (none = the loss itself)")
-    group.add_argument("--damping", type=float, default=None,
-                       help="Tikhonov λ for every Newton variant (default: per variant)")
+    group.add_argument("--damping", type=parse_damping, default=None,
+                       help="Tikhonov λ for every Newton variant, or 'adaptive' "
+                            "(Levenberg-Marquardt; default: per variant)")
     group.add_argument("--hessian-samples", type=int, default=None,
                        help="Newton-Hessian: empirical Hessian from this many samples "
                             "of the batch (default: all)")
@@ -144,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "Cauchy odd-even networks)")
     study.add_argument("--parts", nargs="+", choices=("sweep", "length"),
                        default=["sweep", "length"], help="parts to run, in order")
-    study.add_argument("--dampings", type=float, nargs="+", default=None,
-                       help="the λ grid (default: --damping-min … --damping-max)")
+    study.add_argument("--dampings", type=parse_damping, nargs="+", default=None,
+                       help="the λ grid (default: --damping-min … --damping-max); "
+                            "'adaptive' adds the adaptive damping as a column")
     study.add_argument("--damping-min", type=float, default=1e-3)
     study.add_argument("--damping-max", type=float, default=1e3)
     study.add_argument("--per-decade", type=int, default=2, help="λ values per decade")

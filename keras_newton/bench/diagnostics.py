@@ -21,9 +21,12 @@ gradients ``g_i = ∇_{y_i} ℓ_i`` and Hessians ``H_i``:
 * ``newton_cosine``: cosine between the Newton step ``d = y - z*`` and the
   gradient over the whole batch (flattened): 1 means the Newton step is the
   gradient times a scalar, which Adam's normalization undoes;
-* ``step_scale``: ``‖d‖ / ‖g‖``, the effective per-batch step scale.
+* ``step_scale``: ``‖d‖ / ‖g‖``, the effective per-batch step scale;
+* ``damping``: the ``λ`` of the step (for adaptive damping, the model's
+  current ratio times this batch's curvature scale ``κ``, see
+  :mod:`keras_newton.newton.curvature_scale`).
 
-The last three are ``NaN`` for the baseline (no curvature is used).
+The last five are ``NaN`` for the baseline (no curvature is used).
 
 .. math::
 
@@ -52,7 +55,7 @@ import tensorflow as tf
 from keras_newton.bench.task import Task, Variant
 
 DIAGNOSTICS = ("grad_norm_spread", "grad_norm_median", "score_std", "curvature_eig_min",
-               "curvature_eig_max", "newton_cosine", "step_scale")
+               "curvature_eig_max", "newton_cosine", "step_scale", "damping")
 DIAGNOSTIC_SETS = 100  # Sets of the validation split the diagnostics look at.
 
 
@@ -81,7 +84,8 @@ def order_basis(n: int) -> np.ndarray:
 
 
 def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
-                        damping: float, derivatives: Callable | None = None) -> dict[str, float]:
+                        damping: float, derivatives: Callable | None = None,
+                        damping_ratio: float | None = None) -> dict[str, float]:
     """The diagnostics of the module docstring for one batch of sets.
 
     Args:
@@ -92,6 +96,9 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
       damping: Tikhonov λ of the Newton variant.
       derivatives: ``(y_true, y_pred) -> (gradients, hessians)``, by default
         :func:`per_set_derivatives` of ``loss``.
+      damping_ratio: for adaptive damping, ``λ / κ`` (then ``damping`` is
+        ignored and ``λ`` is this ratio times the batch curvature's
+        root-mean-square eigenvalue ``κ``).
 
     Returns:
       ``{name: float}`` for every name in :data:`DIAGNOSTICS`.
@@ -111,7 +118,7 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
            "grad_norm_median": median,
            "score_std": float(np.mean(np.std(y_pred.numpy(), axis=1))),
            "curvature_eig_min": math.nan, "curvature_eig_max": math.nan,
-           "newton_cosine": math.nan, "step_scale": math.nan}
+           "newton_cosine": math.nan, "step_scale": math.nan, "damping": math.nan}
     if newton == "none":
         return out
     basis = order_basis(g.shape[1])
@@ -122,6 +129,11 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
         matrices = np.einsum("bi,bj->ij", g, g)[None] / g.shape[0]
     else:
         matrices = h
+    if damping_ratio is not None:
+        # κ as the Newton step computes it: ‖M‖_F / √m (mean over sets, element-wise).
+        scale = float(np.sqrt(np.mean(np.sum(matrices ** 2, axis=(1, 2)) / g.shape[1])))
+        damping = damping_ratio * (scale if np.isfinite(scale) and scale > 0 else 1.0)
+    out["damping"] = float(damping)
     projected = np.einsum("ia,bij,jc->bac", basis, matrices, basis)
     eigenvalues = np.linalg.eigvalsh(0.5 * (projected + np.swapaxes(projected, 1, 2)))
     out["curvature_eig_min"] = float(eigenvalues.min() + damping)
@@ -145,8 +157,12 @@ def make_monitor(task: Task, variant: Variant,
 
     def monitor(model: keras.Model) -> dict[str, float]:
         scores = model.predict(x, batch_size=task.eval_batch_size, verbose=0)
-        return sorting_diagnostics(task.loss, y, scores, variant.newton, variant.damping,
-                                   derivatives=derivatives)
+        states = [w.damping_state for w in getattr(model, "_newton_wrappers", {}).values()
+                  if w.damping_state is not None]
+        ratio = float(states[0].ratio.numpy()) if states else None
+        return sorting_diagnostics(task.loss, y, scores, variant.newton,
+                                   0.0 if ratio is not None else variant.damping,
+                                   derivatives=derivatives, damping_ratio=ratio)
 
     return monitor
 

@@ -31,7 +31,14 @@ from typing import Callable, Sequence
 import keras
 
 from keras_newton.bench import classify_task, path_task, plots, results, sort_task
-from keras_newton.bench.task import Task, Variant, build_variant_model, hessian_options_for
+from keras_newton.bench.task import (
+    Task,
+    Variant,
+    build_variant_model,
+    format_damping,
+    hessian_options_for,
+    parse_damping,
+)
 from keras_newton.bench.diagnostics import DIAGNOSTIC_SETS
 from keras_newton.bench.training import RECORD_FILE, run_training
 
@@ -61,7 +68,7 @@ def variant_label(method: str, newton: str, damping: float,
     """
     if newton == "none":
         return f"{method} · baseline"
-    details = [f"λ={damping:g}"]
+    details = [f"λ={format_damping(damping)}"]
     options = hessian_options or {}
     if options.get("hessian_samples") is not None:
         details.append(f"{options['hessian_samples']} samples")
@@ -129,10 +136,10 @@ def plan_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
         method_seeds = [int(s) for s in plan.get("seeds", seeds)]
         configs.append({"method": method, **task.config, "newton": method_newton,
                         "seeds": method_seeds,
-                        "dampings": {v: float(method_dampings.get(v, base.get("damping", 1.0)))
+                        "dampings": {v: parse_damping(method_dampings.get(v, base.get("damping", 1.0)))
                                      for v in method_newton if v != "none"}})
         for variant_name in method_newton:
-            damping = float(method_dampings.get(variant_name, base.get("damping", 1.0)))
+            damping = parse_damping(method_dampings.get(variant_name, base.get("damping", 1.0)))
             options_for = hessian_options_for(variant_name, hessian_options)
             label = variant_label(method, variant_name, damping, options_for)
             variant = Variant(label, newton=variant_name, damping=damping, **options_for)
@@ -239,7 +246,7 @@ def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
     task = runs[0].task
     metrics = list(task.metrics)
     full_config = {"task": task_name, "methods": configs, "newton": list(newton),
-                   "dampings": {v: float((dampings or {}).get(v, 1.0))
+                   "dampings": {v: parse_damping((dampings or {}).get(v, 1.0))
                                 for v in newton if v != "none"},
                    "hessian_options": dict(hessian_options or {}),
                    "seeds": [int(s) for s in seeds], "jit_compile": jit_compile}

@@ -122,6 +122,7 @@ DIAGNOSTIC_PANELS = (
     ("curvature_eig_max", "max eig of M + λI (order dirs)", True),
     ("newton_cosine", "cos(Newton step, gradient)", False),
     ("step_scale", "‖Newton step‖ / ‖gradient‖", True),
+    ("damping", "damping λ of the step", True),
 )
 
 
@@ -134,7 +135,7 @@ def plot_diagnostics(runs: Sequence[dict], path: str, title: str | None = None) 
     # One colour per variant in every panel (panels skip variants without values).
     colors = {variant: f"C{i % 10}" for i, variant in
               enumerate(dict.fromkeys(str(run["variant"]) for run in runs))}
-    with figure_file(path, 2, 4, figsize=(15, 6.4), dpi=100) as (figure, axes):
+    with figure_file(path, 3, 3, figsize=(13, 9), dpi=100) as (figure, axes):
         for ax, (name, label, log_scale) in zip(axes.flat, DIAGNOSTIC_PANELS):
             for variant, (steps, mean, _) in mean_curves(runs, f"diag_{name}").items():
                 finite = np.isfinite(mean) & ((mean > 0) if log_scale else True)

@@ -54,6 +54,7 @@ from keras_newton.bench.grid import (
     split_plan,
     write_grid_files,
 )
+from keras_newton.bench.task import ADAPTIVE, format_damping, parse_damping
 from keras_newton.bench.training import RECORD_FILE, select
 
 PARTS = ("sweep", "length")
@@ -83,7 +84,7 @@ def sweep_runs(methods: Sequence[dict], newton: Sequence[str], dampings: Sequenc
         runs += baseline
         for damping in dampings:
             planned, _ = plan_grid("sort", [options], variants, seeds,
-                                   os.path.join(output_dir, f"lambda{damping:g}"),
+                                   os.path.join(output_dir, f"lambda{format_damping(damping)}"),
                                    base_config=base_config,
                                    dampings={v: damping for v in variants})
             runs += planned
@@ -104,8 +105,8 @@ def best_dampings(records: Sequence[dict], selection: str = SELECTION) -> dict:
     """
     groups: dict[tuple, dict[float, list[float]]] = {}
     for record in records:
-        if record["newton"] == "none":
-            continue
+        if record["newton"] == "none" or record["damping"] == ADAPTIVE:
+            continue  # the best *grid* λ; adaptive damping is its own column
         key = (record["method"], record["newton"])
         groups.setdefault(key, {}).setdefault(float(record["damping"]), []).append(
             float(record[f"val_{selection}"]))
@@ -195,10 +196,49 @@ def best_table(summary: Sequence[dict], best: dict) -> str:
             continue
         delta = (entry.get("delta") or {}).get(SELECTION)
         lines.append(
-            f"| {entry['method']} | {entry['newton']} | {entry['damping']:g} | "
+            f"| {entry['method']} | {entry['newton']} | {format_damping(entry['damping'])} | "
             f"{results.format_cell(entry[SELECTION])} | "
             f"{'–' if delta is None else f'{delta * 100:+.2f}'} | "
             f"{results.format_p_value((entry.get('p_value') or {}).get(SELECTION))} |")
+    return "\n".join(lines) + "\n"
+
+
+def adaptive_table(records: Sequence[dict], best: dict) -> str:
+    """Markdown: baseline, best grid λ and adaptive damping per method and variant.
+
+    Test exact match (mean ± std over seeds, %); p-values are two-sided Welch
+    tests of each column against the baseline and of adaptive against the
+    best grid λ. Empty when no run used adaptive damping.
+    """
+    def values(method, newton, damping=None):
+        return [float(r[SELECTION]) for r in records if r["method"] == method
+                and r["newton"] == newton and (damping is None or r["damping"] == damping)]
+
+    keys = list(dict.fromkeys((r["method"], r["newton"]) for r in records
+                              if r["newton"] != "none" and r["damping"] == ADAPTIVE))
+    if not keys:
+        return ""
+    lines = ["**Adaptive damping against the best grid λ: test exact match (%), two-sided "
+             "Welch p against the baseline (adaptive: also against the best λ)**", "",
+             "| method | variant | baseline | best λ | best-λ result | p | adaptive | p | "
+             "p vs best λ |", "|---|---|---|---|---|---|---|---|---|"]
+    for method, newton in keys:
+        baseline = values(method, "none")
+        adaptive = values(method, newton, ADAPTIVE)
+        damping = best.get((method, newton))
+        grid = values(method, newton, damping) if damping is not None else []
+
+        def cell(sample):
+            return results.format_cell(results.mean_std(sample)) if sample else "–"
+
+        def p(a, b):
+            return results.format_p_value(results.welch_p_value(a, b)) if a and b else "–"
+
+        lines.append(
+            f"| {method} | {newton} | {cell(baseline)} | "
+            f"{'–' if damping is None else format_damping(damping)} | {cell(grid)} | "
+            f"{p(grid, baseline)} | {cell(adaptive)} | {p(adaptive, baseline)} | "
+            f"{p(adaptive, grid)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -216,11 +256,16 @@ def plot_sweep(summary: Sequence[dict], path: str) -> str:
                     ax.axhline(100 * mean, color="grey", label="baseline ± std")
             for newton in dict.fromkeys(e["newton"] for e in rows if e["newton"] != "none"):
                 points = sorted((e["damping"], e[SELECTION]) for e in rows
-                                if e["newton"] == newton)
+                                if e["newton"] == newton and e["damping"] != ADAPTIVE)
                 x = np.array([p[0] for p in points])
                 y = np.array([100 * p[1][0] for p in points])
                 err = np.array([100 * p[1][1] for p in points])
-                ax.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2, label=newton)
+                line = ax.errorbar(x, y, yerr=err, marker="o", markersize=3, capsize=2,
+                                   label=newton)
+                for e in rows:  # adaptive damping has no λ: a dashed level
+                    if e["newton"] == newton and e["damping"] == ADAPTIVE:
+                        ax.axhline(100 * e[SELECTION][0], linestyle="--",
+                                   color=line[0].get_color(), label=f"{newton}, adaptive λ")
             ax.set_xscale("log")
             ax.set_xlabel("damping λ")
             ax.set_ylabel("test exact match (%)")
@@ -290,7 +335,7 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
     sweep_dir = os.path.join(output_dir, "sweep")
     runs = sweep_runs(methods, newton, dampings, seeds, sweep_dir, base_config)
     config = {"methods": list(methods), "newton": list(newton),
-              "dampings": [float(d) for d in dampings], "seeds": [int(s) for s in seeds],
+              "dampings": [parse_damping(d) for d in dampings], "seeds": [int(s) for s in seeds],
               "base_config": dict(base_config), "budgets": budgets,
               "length_seeds": [int(s) for s in (length_seeds or seeds)],
               "selection": f"best λ by mean validation {SELECTION}"}
@@ -300,7 +345,7 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
         if shard is None:
             out["best"] = best_dampings(records)
             # The baselines and the best λ: diagnostics and gain per evaluation.
-            chosen = [r for r in records if r["newton"] == "none"
+            chosen = [r for r in records if r["newton"] == "none" or r["damping"] == ADAPTIVE
                       or out["best"].get((r["method"], r["newton"])) == r["damping"]]
             out["paths"]["sweep"] = write_grid_files(sweep_dir, "sweep", records, runs[0].task,
                                                      "sort", {"study": config},
@@ -309,6 +354,7 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
             steps = int(runs[0].task.config["steps"])
             out["sweep_gains"] = gain_by_budget(chosen, range(eval_every, steps + 1, eval_every))
             table = (best_table(summary, out["best"]) + "\n"
+                     + adaptive_table(records, out["best"]) + "\n"
                      + length_table(out["sweep_gains"],
                                     range(eval_every, steps + 1, eval_every)))
             with open(out["paths"]["sweep"]["markdown"], encoding="utf-8") as stream:

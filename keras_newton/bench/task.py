@@ -40,6 +40,29 @@ import tensorflow as tf
 from keras_newton.newton import NewtonStep
 
 NEWTON_CHOICES = ("none", "hessian", "fisher", "elementwise_hessian")
+ADAPTIVE = "adaptive"  # the damping value of AdaptiveDamping
+
+
+def parse_damping(value) -> float | str:
+    """A damping of the CLI or of a record: a finite float ``>= 0`` or ``"adaptive"``.
+
+    >>> parse_damping("1e-3"), parse_damping("adaptive")
+    (0.001, 'adaptive')
+    """
+    if value == ADAPTIVE:
+        return ADAPTIVE
+    try:
+        damping = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"damping must be a number >= 0 or {ADAPTIVE!r}, got {value!r}") from None
+    if not np.isfinite(damping) or damping < 0:
+        raise ValueError(f"damping must be finite and >= 0, got {value!r}")
+    return damping
+
+
+def format_damping(damping) -> str:
+    """``"0.001"`` or ``"adaptive"``: a damping in labels, tables and folder names."""
+    return damping if damping == ADAPTIVE else f"{float(damping):g}"
 
 
 @dataclasses.dataclass
@@ -82,7 +105,8 @@ class Variant:
       name: label in tables and plots.
       newton: ``"none"`` (the loss itself), ``"hessian"``, ``"fisher"`` or
         ``"elementwise_hessian"``.
-      damping: Tikhonov λ of the Newton step (ignored for ``"none"``).
+      damping: Tikhonov λ of the Newton step (ignored for ``"none"``), or
+        ``"adaptive"`` (:class:`keras_newton.newton.AdaptiveDamping`).
       options: task options this variant overrides (e.g. the sorter).
       hessian_samples: empirical Hessian from this many samples of the batch
         (``None``: all); ``newton="hessian"`` only.
@@ -100,7 +124,7 @@ class Variant:
 
     name: str
     newton: str = "none"
-    damping: float = 1.0
+    damping: float | str = 1.0
     options: tuple = ()
     hessian_samples: int | None = None
     hessian_rank: int | None = None
@@ -111,8 +135,7 @@ class Variant:
         if self.newton not in NEWTON_CHOICES:
             raise ValueError(
                 f"newton must be one of {NEWTON_CHOICES}, got {self.newton!r}")
-        if not np.isfinite(self.damping) or self.damping < 0:
-            raise ValueError(f"damping must be finite and >= 0, got {self.damping}")
+        object.__setattr__(self, "damping", parse_damping(self.damping))  # frozen
         if self.is_newton:
             self.newton_step()  # validates the options
         elif any(getattr(self, f.name) != f.default for f in dataclasses.fields(self)

@@ -21,6 +21,9 @@ is computed; :func:`newton_target` computes it, :class:`NewtonLoss` and
 ``estimators``         the curvature ``M`` of a batch in solvable form;
                        ``sketch``, ``curvature_cache`` serve it
 ``damping``            damping rules for ``λ`` (:class:`FixedDamping`)
+``adaptive_damping``   :class:`AdaptiveDamping`, Levenberg-Marquardt ``λ``;
+                       ``curvature_scale`` (its ``κ``), ``reduction``
+                       (its predicted and actual reductions)
 ``solvers``            :class:`Solver` and the damped solve;
                        ``eigen_solve``, ``woodbury``, ``conjugate_gradient``
 ``distribution``       global-batch statistics under ``tf.distribute``
@@ -33,6 +36,7 @@ is computed; :func:`newton_target` computes it, :class:`NewtonLoss` and
 =====================  ===================================================
 """
 
+from keras_newton.newton.adaptive_damping import AdaptiveDamping, DampingState
 from keras_newton.newton.curvature_cache import CurvatureCache
 from keras_newton.newton.autodiff import per_sample_loss_fn
 from keras_newton.newton.curvatures import CURVATURES
@@ -46,9 +50,11 @@ from keras_newton.newton.spec import NewtonStep
 from keras_newton.newton.target import newton_step_target, newton_target
 
 __all__ = [
+    "AdaptiveDamping",
     "CURVATURES",
     "CurvatureCache",
     "DERIVATIVE_SOURCES",
+    "DampingState",
     "FixedDamping",
     "HessianEstimate",
     "NewtonLoss",

@@ -76,7 +76,8 @@ def conjugate_gradient_steps(
       ``[N, m]`` approximate Newton steps.
     """
     dtype = gradients.dtype
-    lam = tf.constant(damping, dtype)
+    # A float, or a tensor (adaptive damping); a float is not rounded to float32 first.
+    lam = tf.cast(damping, dtype) if tf.is_tensor(damping) else tf.constant(damping, dtype)
 
     def apply(v):
         return hessian_vector_product(v) + lam * v

@@ -4,12 +4,16 @@ Step (3a) of Petersen et al. (2024) solves ``(M + λI) s_i = g_i``; ``λ`` is on
 the per-sample scale of ``M`` (so it means the same thing whatever the batch
 size), and ``λ → ∞`` recovers gradient descent scaled by ``1/λ``
 (Theorem 2). A damping rule says which ``λ`` a step uses. :class:`FixedDamping`
-keeps one ``λ`` for the whole run; an adaptive rule (Levenberg-Marquardt, Moré
-1978) plugs in with the same two members:
+keeps one ``λ`` for the whole run;
+:class:`~keras_newton.newton.adaptive_damping.AdaptiveDamping`
+(Levenberg-Marquardt, Moré 1978; ``damping="adaptive"``) sets it every step
+from the last step's ρ. Both have the members:
 
 * ``value()``: the ``λ`` of this step, consumed by the damped solve only;
 * ``positive``: whether ``λ > 0`` on every step, a static fact the solver
-  choice needs (the Woodbury identity divides by ``λ``).
+  choice needs (the Woodbury identity divides by ``λ``);
+* ``new_state()``: the variables a loss keeps across steps (``None`` for a
+  fixed ``λ``).
 
 Example:
 
@@ -74,18 +78,33 @@ class FixedDamping(Configurable):
         """Whether ``λ > 0`` on every step."""
         return self._value > 0
 
+    def new_state(self):
+        """A fixed ``λ`` keeps no state between steps."""
+        return None
+
     def get_config(self) -> dict:
         return {"value": self._value}
 
 
 def as_damping_rule(damping):
-    """A damping rule from a rule, a number (a :class:`FixedDamping`) or a config.
+    """A damping rule from a rule, a number (a :class:`FixedDamping`), ``"adaptive"``
+    (an :class:`~keras_newton.newton.adaptive_damping.AdaptiveDamping` with its
+    defaults) or a config.
 
     Example:
 
     >>> as_damping_rule(0.5)
     FixedDamping(value=0.5)
+    >>> type(as_damping_rule("adaptive")).__name__
+    'AdaptiveDamping'
     """
+    if isinstance(damping, str):
+        if damping != "adaptive":
+            raise ValueError(
+                f"damping must be a number >= 0, 'adaptive' or a damping rule, got {damping!r}.")
+        from keras_newton.newton.adaptive_damping import AdaptiveDamping
+
+        return AdaptiveDamping()
     if isinstance(damping, dict):
         return keras.saving.deserialize_keras_object(damping)
     if callable(getattr(damping, "value", None)) and hasattr(damping, "positive"):

@@ -51,6 +51,14 @@ class NewtonLoss(keras.losses.Loss):
     >>> y = np.eye(3, dtype="float32")[np.arange(8) % 3]
     >>> history = model.fit(x, y, epochs=1, verbose=0)
 
+    ``damping="adaptive"`` sets ``λ`` every step by Levenberg-Marquardt
+    (:class:`keras_newton.newton.AdaptiveDamping`); its state is saved with
+    the model's weights:
+
+    >>> adaptive = kn.NewtonLoss("mse", damping="adaptive")
+    >>> float(adaptive.damping_state.ratio.numpy())
+    0.01
+
     Everything about the Newton step beyond ``curvature`` and ``damping``
     (estimated Hessians, solver, derivative source) is said by a
     :class:`keras_newton.NewtonStep`:
@@ -65,7 +73,8 @@ class NewtonLoss(keras.losses.Loss):
         name); default: the empirical Hessian with ``λ = 1e-3``.
       curvature, damping: shortcuts for ``NewtonStep(curvature, damping)``
         (``"hessian"``, ``"fisher"`` or ``"elementwise_hessian"``; Tikhonov
-        ``λ >= 0`` on the per-sample scale), when no ``step`` is given.
+        ``λ >= 0`` on the per-sample scale, or ``"adaptive"``), when no
+        ``step`` is given.
       name, reduction, dtype: as for ``keras.losses.Loss``.
     """
 
@@ -78,9 +87,21 @@ class NewtonLoss(keras.losses.Loss):
         self.step.check_loss(self.loss)
         # State of a Hessian refreshed every k steps; None otherwise.
         self.hessian_cache = self.step.estimate.new_cache()
+        # The adaptive damping's ratio, carried across steps; None for a fixed λ.
+        self.damping_state = self.step.damping.new_state()
+        # Read when a call is traced: NewtonLossModel turns it off to evaluate.
+        self.adapt_damping = True
+
+    @property
+    def damping(self):
+        """The ``λ`` the last step used (a variable) for adaptive damping, else the fixed ``λ``."""
+        if self.damping_state is None:
+            return self.step.damping.value()
+        return self.damping_state.damping
 
     def call(self, y_true, y_pred):
-        target = newton_step_target(self.loss, y_true, y_pred, self.step, self.hessian_cache)
+        target = newton_step_target(self.loss, y_true, y_pred, self.step, self.hessian_cache,
+                                    self.damping_state, update_damping=self.adapt_damping)
         difference = target - y_pred
         # A non-finite output must not send NaN back into the weights.
         difference = tf.where(
@@ -88,6 +109,19 @@ class NewtonLoss(keras.losses.Loss):
         )
         axes = list(range(1, y_pred.shape.rank))
         return 0.5 * tf.reduce_sum(tf.square(difference), axis=axes)
+
+    # Keras saves a compiled loss's own variables with the model's weights
+    # (``save_weights``, ``BackupAndRestore``, ``.keras``): the adaptive ratio
+    # survives a resumed run.
+    def save_own_variables(self, store):
+        if self.damping_state is not None:
+            for key, variable in self.damping_state.values().items():
+                store[key] = variable.numpy()
+
+    def load_own_variables(self, store):
+        if self.damping_state is not None and "ratio" in store:
+            self.damping_state.assign({key: store[key][()] for key in
+                                       self.damping_state.values()})
 
     def get_config(self):
         config = super().get_config()

@@ -62,6 +62,14 @@ class NewtonLossModel(keras.Model):
     ``LossScaleOptimizer`` they are passed on, since it skips such steps and
     lowers its loss scale itself.
 
+    With ``damping="adaptive"`` (:class:`keras_newton.newton.AdaptiveDamping`)
+    each output's ``λ`` is set every training step by Levenberg-Marquardt
+    (evaluation does not change it), logged as ``damping``, and saved with
+    the weights (``.keras``, ``save_weights``, ``BackupAndRestore``); build
+    the model and compile it inside a strategy's scope under
+    ``tf.distribute``. For a subclassed model the state is made at its
+    first training step, so load saved weights after one.
+
     Use it functionally or by subclassing:
 
     >>> import keras, numpy as np, keras_newton as kn
@@ -79,7 +87,8 @@ class NewtonLossModel(keras.Model):
         name): how every output's Newton target is computed; an estimated
         Hessian refreshed every ``k`` steps keeps its factorization per output.
       curvature, damping: shortcuts for ``NewtonStep(curvature, damping)``
-        (default: ``"hessian"``, ``λ = 1e-3``), when no ``step`` is given.
+        (default: ``"hessian"``, ``λ = 1e-3``; ``damping="adaptive"``), when
+        no ``step`` is given.
       *args, **kwargs: as for ``keras.Model``.
     """
 
@@ -109,27 +118,50 @@ class NewtonLossModel(keras.Model):
         self._newton_losses = loss
         self._newton_loss_weights = loss_weights
         self._newton_wrappers.clear()
+        if isinstance(self, Functional) and loss is not None:
+            # Made now, not at the first step, so that their state (adaptive
+            # damping) exists when saved weights are loaded into the model.
+            with self.distribute_strategy.scope():
+                self._wrappers_for(self._outputs_struct)
 
-    def _newton_loss(self, y, y_pred, sample_weight):
+    def _wrappers_for(self, y_pred) -> list:
+        """The Newton-loss wrapper of each output (``None`` where it has no loss)."""
         names = getattr(self, "output_names", None)
         losses = _per_output(self._newton_losses, y_pred, names, None, "loss")
+        wrappers = []
+        for index, loss in enumerate(losses):
+            if loss is not None and index not in self._newton_wrappers:
+                self._newton_wrappers[index] = NewtonLoss(
+                    loss, self.step,
+                    reduction=getattr(loss, "reduction", "sum_over_batch_size"))
+            wrappers.append(None if loss is None else self._newton_wrappers[index])
+        return wrappers
+
+    def _damping_logs(self) -> dict:
+        """The ``λ`` each output's adaptive damping used in the last step."""
+        adaptive = {index: wrapper for index, wrapper in sorted(self._newton_wrappers.items())
+                    if wrapper.damping_state is not None}
+        if len(adaptive) == 1:
+            return {"damping": next(iter(adaptive.values())).damping_state.damping}
+        names = list(getattr(self, "output_names", None) or [])
+        return {f"damping_{names[i] if i < len(names) else i}": w.damping_state.damping
+                for i, w in adaptive.items()}
+
+    def _newton_loss(self, y, y_pred, sample_weight, training=True):
+        names = getattr(self, "output_names", None)
+        wrappers = self._wrappers_for(y_pred)
         weights = _per_output(self._newton_loss_weights, y_pred, names, 1.0, "loss_weights")
         targets = _per_output(y, y_pred, names, None, "y")
         outputs = tf.nest.flatten(y_pred)
         sample_weights = _per_output(sample_weight, y_pred, names, None, "sample_weight")
         total = 0.0
-        for index, (loss, weight, target, output, sw) in enumerate(zip(
-            losses, weights, targets, outputs, sample_weights
-        )):
-            if loss is None:
-                continue
-            wrapper = self._newton_wrappers.get(index)
+        for wrapper, weight, target, output, sw in zip(
+            wrappers, weights, targets, outputs, sample_weights
+        ):
             if wrapper is None:
-                wrapper = NewtonLoss(
-                    loss, self.step,
-                    reduction=getattr(loss, "reduction", "sum_over_batch_size"),
-                )
-                self._newton_wrappers[index] = wrapper
+                continue
+            # Evaluation must not adapt the damping (read when traced).
+            wrapper.adapt_damping = training
             total += weight * wrapper(target, output, sample_weight=sw)
         if self.losses:
             # Keras losses already divide by the replica count; do the same.
@@ -174,7 +206,9 @@ class NewtonLossModel(keras.Model):
                 for g in gradients
             ]
         self.optimizer.apply_gradients(zip(gradients, weights))
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs.update(self._damping_logs())
+        return logs
 
     def test_step(self, data):
         # Evaluation reports both losses too (validation Newton loss included).
@@ -189,7 +223,7 @@ class NewtonLossModel(keras.Model):
             sample_weight=batch_size,
         )
         if self._newton_losses is not None:
-            newton_loss = self._newton_loss(y, y_pred, sample_weight)
+            newton_loss = self._newton_loss(y, y_pred, sample_weight, training=False)
             self.newton_loss_tracker.update_state(
                 keras_loss_module.unscale_loss_for_distribution(newton_loss),
                 sample_weight=batch_size,

@@ -49,7 +49,8 @@ def step_from_options(loss=None, **options) -> NewtonStep:
         derivatives = "protocol" if provides_curvature(loss) else "autodiff"
     try:
         step = NewtonStep(
-            curvature=o["curvature"], damping=validate_damping(o["damping"]),
+            curvature=o["curvature"], damping=(o["damping"] if o["damping"] == "adaptive"
+                                                 else validate_damping(o["damping"])),
             estimate=HessianEstimate(
                 samples=o["hessian_samples"], rank=o["hessian_rank"],
                 products=o["hessian_products"], seed=o["hessian_seed"],

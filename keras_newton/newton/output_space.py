@@ -73,13 +73,21 @@ def prepare_batch(y_true, y_pred) -> Batch:
     return Batch(y_true, outputs, m, y_pred.shape[0], y_pred.dtype)
 
 
-def newton_targets(batch: Batch, steps, usable) -> tf.Tensor:
-    """``z* = y - s`` with the shape and dtype of ``y_pred``, gradient stopped."""
-    step_ok = tf.logical_and(
-        usable, tf.reduce_all(tf.math.is_finite(steps), axis=1, keepdims=True))
-    steps = tf.where(step_ok, steps, tf.zeros_like(steps))
+def stepped_samples(steps, usable) -> tf.Tensor:
+    """``[N, 1]``: the samples that take their step (usable, finite step)."""
+    return tf.logical_and(usable, tf.reduce_all(tf.math.is_finite(steps), axis=1, keepdims=True))
+
+
+def moved_outputs(batch: Batch, steps, stepped) -> tf.Tensor:
+    """``z* = y - s`` in the solve dtype and the outputs' shape (no step where not ``stepped``)."""
+    steps = tf.where(stepped, steps, tf.zeros_like(steps))
     flat_outputs = tf.reshape(batch.outputs, [-1, batch.m])
     # Non-finite outputs have nothing sensible to move towards: keep them.
     target = tf.where(tf.math.is_finite(flat_outputs), flat_outputs - steps, flat_outputs)
-    target = tf.reshape(target, tf.shape(batch.outputs))
+    return tf.reshape(target, tf.shape(batch.outputs))
+
+
+def newton_targets(batch: Batch, steps, usable) -> tf.Tensor:
+    """``z* = y - s`` with the shape and dtype of ``y_pred``, gradient stopped."""
+    target = moved_outputs(batch, steps, stepped_samples(steps, usable))
     return tf.stop_gradient(tf.cast(target, batch.dtype))

@@ -32,7 +32,9 @@ References:
 
 import tensorflow as tf
 
-from keras_newton.newton import derivatives, estimators, output_space, solvers
+from keras_newton.newton import derivatives, estimators, output_space, reduction, solvers
+from keras_newton.newton.adaptive_damping import AdaptiveDamping
+from keras_newton.newton.curvature_scale import curvature_scale
 from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
 
 
@@ -70,13 +72,21 @@ def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATUR
     return newton_step_target(loss, y_true, y_pred, as_newton_step(step, curvature, damping))
 
 
-def newton_step_target(loss, y_true, y_pred, step, cache=None) -> tf.Tensor:
+def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=None,
+                       update_damping: bool = True) -> tf.Tensor:
     """Eq. (3a) as ``step`` (a ``NewtonStep``) says; see :func:`newton_target`.
 
     ``cache``: the :class:`~keras_newton.newton.curvature_cache.CurvatureCache`
     of ``step.estimate.new_cache()``, kept by the caller across calls, when
     the Hessian estimate is refreshed every ``k > 1`` calls (as
     :class:`keras_newton.NewtonLoss` does).
+
+    ``damping_state``: the
+    :class:`~keras_newton.newton.adaptive_damping.DampingState` of
+    ``step.damping.new_state()`` for an adaptive damping rule, kept across
+    calls; this call uses its ratio and (``update_damping``) sets the next
+    one. Without it an adaptive rule uses its initial ratio and adapts
+    nothing.
     """
     loss = derivatives.resolve_loss(loss)
     step.check_loss(loss)
@@ -95,8 +105,28 @@ def newton_step_target(loss, y_true, y_pred, step, cache=None) -> tf.Tensor:
     curvature_estimate = estimators.estimate_curvature(
         step.curvature, step.estimate, method, loss, step.derivatives,
         batch.y_true, batch.outputs, batch_derivatives, cache)
+    damping = _damping(step.damping, damping_state, curvature_estimate, batch_derivatives)
     # (M + λI)^{-1} g_i, the damped Newton step.
     newton_steps = solvers.damped_newton_steps(
-        curvature_estimate, batch_derivatives.gradients, step.damping.value(), step.solver)
+        curvature_estimate, batch_derivatives.gradients, damping, step.solver)
     # z*_i = y_i - (M + λI)^{-1} g_i
-    return output_space.newton_targets(batch, newton_steps, batch_derivatives.usable)
+    stepped = output_space.stepped_samples(newton_steps, batch_derivatives.usable)
+    moved = output_space.moved_outputs(batch, newton_steps, stepped)
+    if damping_state is not None and update_damping:
+        # Levenberg-Marquardt: ρ of this step sets the next step's λ.
+        predicted = reduction.predicted_reduction(
+            batch_derivatives.gradients, newton_steps, damping, stepped)
+        predicted = tf.where(getattr(curvature_estimate, "ok", True), predicted, float("nan"))
+        actual = reduction.actual_reduction(loss, batch.y_true, batch.outputs, moved, stepped)
+        damping_state.update(damping, actual, predicted)
+    return tf.stop_gradient(tf.cast(moved, batch.dtype))
+
+
+def _damping(rule, state, curvature_estimate, batch_derivatives):
+    """This step's ``λ``: a fixed rule's value, or ``r · κ`` of an adaptive one."""
+    if not isinstance(rule, AdaptiveDamping):
+        return rule.value()
+    scale = curvature_scale(curvature_estimate, batch_derivatives.gradients,
+                            batch_derivatives.usable)
+    ratio = rule.initial if state is None else state.ratio
+    return tf.cast(ratio, scale.dtype) * scale

@@ -30,7 +30,7 @@ def woodbury_fisher_steps(gradients: tf.Tensor, damping: float) -> tf.Tensor:
 
     Args:
       gradients: ``[N, m]`` per-sample gradients of this replica.
-      damping: ``λ > 0``.
+      damping: ``λ > 0`` (a float or a scalar tensor).
 
     Returns:
       ``[N, m]`` Newton steps, one row per local sample.
@@ -42,10 +42,13 @@ def woodbury_fisher_steps(gradients: tf.Tensor, damping: float) -> tf.Tensor:
     >>> woodbury_fisher_steps(g, 0.1).shape
     TensorShape([4, 1000])
     """
-    if damping <= 0:
+    if not tf.is_tensor(damping) and damping <= 0:
         raise ValueError(
             f"The Woodbury Fisher solve needs damping > 0, got damping={damping}."
         )
+    # A tensor λ (adaptive damping) is positive by construction.
+    damping = (tf.cast(damping, gradients.dtype) if tf.is_tensor(damping)
+               else tf.constant(damping, gradients.dtype))
     everyone = global_batch_rows(gradients)
     count = tf.cast(tf.shape(everyone)[0], gradients.dtype)
     # Local rows against all rows: the local block of G (F + λI)^-1 is
@@ -57,4 +60,4 @@ def woodbury_fisher_steps(gradients: tf.Tensor, damping: float) -> tf.Tensor:
     shifted = kernel + damping * count * tf.eye(tf.shape(kernel)[0], dtype=kernel.dtype)
     solved = tf.linalg.cholesky_solve(tf.linalg.cholesky(shifted), everyone)
     correction = tf.matmul(local_kernel, solved)
-    return (gradients - correction) / tf.constant(damping, gradients.dtype)
+    return (gradients - correction) / damping

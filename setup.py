@@ -27,7 +27,7 @@ setup(
         "importlib_resources",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "scikit-learn", "matplotlib"],
+        "test": ["pytest>=7", "pytest-xdist", "hypothesis>=6", "scikit-learn", "matplotlib"],
         "bench": ["scikit-learn", "matplotlib"],
     },
     entry_points={

@@ -43,6 +43,7 @@ import tensorflow as tf
 
 # The Newton core's public helpers (this package stays its sibling).
 from keras_newton.newton import per_sample_loss_fn, resolve_loss
+from keras_newton.newton.protocol import shape_errors_named
 from keras_newton.smoothing.seeding import make_seed_generator, next_seed, validate_seed
 from keras_newton.smoothing.solvers import get_solver
 from keras_newton.smoothing.stochastic_smoothing import (
@@ -116,6 +117,8 @@ class SmoothedLoss(keras.losses.Loss):
         self.loss_spec = loss
         self.loss = _resolve(loss)
         self.per_sample = per_sample_loss_fn(self.loss)
+        # On the tiled batch of noisy copies; _flat_fn names the caller's shapes.
+        self._tiled_per_sample = per_sample_loss_fn(self.loss, name_shapes=False)
         self.smoothing = smoothing
         self.seed = validate_seed(seed)
         self.seed_generator = make_seed_generator(self.seed)
@@ -128,8 +131,9 @@ class SmoothedLoss(keras.losses.Loss):
     def _algorithm(self, y):
         return y if self.solver is None else self.solver.fn(y)
 
-    def _flat_fn(self, y_true, shape, composed: bool):
+    def _flat_fn(self, y_true, y_pred, composed: bool):
         """``[S, N, m] -> [S, N]`` per-sample loss (or ``[S, N, m]`` algorithm)."""
+        shape = y_pred.shape[1:]
         m = shape.num_elements()
 
         def fn(flat):
@@ -138,7 +142,11 @@ class SmoothedLoss(keras.losses.Loss):
             if not composed:
                 return tf.reshape(self._algorithm(y), [copies, batch, m])
             tiled = tf.tile(y_true, tf.concat([[copies], tf.ones_like(tf.shape(y_true)[1:])], 0))
-            return tf.reshape(self.per_sample(tiled, self._algorithm(y)), [copies, batch])
+            # Errors name the caller's shapes, not those of the stacked copies.
+            with shape_errors_named(self.loss, y_true, y_pred,
+                                    detail=f"on {self.num_samples} stacked noisy copies"):
+                values = self._tiled_per_sample(tiled, self._algorithm(y))
+            return tf.reshape(values, [copies, batch])
 
         return fn
 
@@ -165,13 +173,13 @@ class SmoothedLoss(keras.losses.Loss):
     def _smoothed_loss(self, y_true, y_pred, hessian: bool):
         """Lemma 4 estimate of the smoothed whole loss (``smoothing="loss"``)."""
         y_true, y_pred, flat, options = self._prepare(y_true, y_pred)
-        fn = self._flat_fn(y_true, y_pred.shape[1:], composed=True)
+        fn = self._flat_fn(y_true, y_pred, composed=True)
         return smoothed_loss_derivatives(fn, flat, hessian=hessian, **options)
 
     def _loss_of_smoothed_algorithm(self, y_true, y_pred):
         """``ℓ(y_true, E[f(y+σZ)])`` backpropagating the Jacobian estimate."""
         y_true, y_pred, flat, options = self._prepare(y_true, y_pred)
-        fn = self._flat_fn(y_true, y_pred.shape[1:], composed=False)
+        fn = self._flat_fn(y_true, y_pred, composed=False)
         smoothed = smoothed_function(fn, flat, **options)
         return self.per_sample(y_true, tf.reshape(smoothed, tf.shape(y_pred)))
 

@@ -19,6 +19,7 @@ References:
   with Differentiable Algorithms", NeurIPS 2024 (arXiv:2410.19055).
 """
 
+import contextlib
 from typing import Callable, Optional, Tuple
 
 import keras
@@ -32,17 +33,22 @@ from keras_newton.newton.usable_samples import finite_rows, usable_count
 ZERO = tf.UnconnectedGradients.ZERO
 
 
-def per_sample_loss_fn(loss) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+def per_sample_loss_fn(loss, name_shapes: bool = True
+                       ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
     """Wraps a Keras loss or callable into ``(y_true, y_pred) -> [N]`` values.
 
     Keras ``Loss.call`` returns unreduced values of shape ``[N, ...]``; their
     mean over the non-batch axes is the per-sample loss, so the batch mean of
     the result equals Keras' default ``sum_over_batch_size`` reduction.
+    Shape errors name ``y_true``, ``y_pred`` and their shapes
+    (:func:`~keras_newton.newton.protocol.shape_errors_named`), unless
+    ``name_shapes=False``: for callers that evaluate the loss on a reshaped
+    batch and name the caller's shapes themselves.
     """
     call = loss.call if isinstance(loss, keras.losses.Loss) else loss
 
     def per_sample(y_true, y_pred):
-        with shape_errors_named(loss, y_true, y_pred):
+        with shape_errors_named(loss, y_true, y_pred) if name_shapes else _no_renaming():
             values = tf.convert_to_tensor(call(y_true, y_pred))
         if values.shape.rank == 0:
             raise ValueError(
@@ -55,6 +61,11 @@ def per_sample_loss_fn(loss) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
         return values
 
     return per_sample
+
+
+@contextlib.contextmanager
+def _no_renaming():
+    yield
 
 
 def autodiff_derivatives(
@@ -87,9 +98,38 @@ def autodiff_derivatives(
         with tf.GradientTape() as outer:
             outer.watch(flat)
             gradients = gradients_at(flat)
-        return gradients, outer.batch_jacobian(gradients, flat, unconnected_gradients=ZERO)
+        return gradients, per_sample_hessians(outer, gradients, flat)
     gradients = gradients_at(flat)
     return gradients, autodiff_mean_hessian(gradients_at, flat, finite_rows(gradients))
+
+
+def per_sample_hessians(tape: tf.GradientTape, gradients: tf.Tensor,
+                        flat: tf.Tensor) -> tf.Tensor:
+    """``[N, m, m]``: row ``j`` of ``H_i`` is the gradient of ``g_i[j]`` in ``y_i``.
+
+    ``tape.batch_jacobian`` would do, but it reshapes with ``-1`` and divides
+    by the batch size: an empty batch ``[0, m]`` fails there (a Python
+    ``ZeroDivisionError``, or an integer division by zero at run time). Here
+    the ``m`` vector-Jacobian products with the unit vectors ``e_j`` are
+    vectorized instead, which is the same computation for any ``N >= 0``.
+    Samples are independent, so the cotangent ``e_j`` on every row gives
+    each sample's own ``∂g_i[j]/∂y_i``.
+
+    Args:
+      tape: the (non-persistent) tape that watched ``flat`` while
+        ``gradients`` were computed.
+      gradients: ``[N, m]`` per-sample gradients.
+      flat: ``[N, m]`` outputs.
+    """
+    unit_vectors = tf.eye(flat.shape[-1], dtype=gradients.dtype)
+
+    def hessian_rows(unit_vector):
+        cotangent = tf.broadcast_to(unit_vector, tf.shape(gradients))
+        return tape.gradient(gradients, flat, output_gradients=cotangent,
+                             unconnected_gradients=ZERO)
+
+    rows = tf.vectorized_map(hessian_rows, unit_vectors)  # [m, N, m]
+    return tf.transpose(rows, [1, 0, 2])
 
 
 def _gradient_function(per_sample, y_true, shape):

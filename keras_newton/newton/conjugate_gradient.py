@@ -43,7 +43,9 @@ def per_sample_hessian_vector_product(
     per_sample: Callable, y_true, outputs: tf.Tensor
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """Returns ``v -> [H_i v_i]_i`` for flattened outputs ``[N, m]``."""
-    shape = outputs.shape
+    # tf.shape, not the static shape: the batch axis is None when traced
+    # for any batch size (Keras fit), and a partial TensorShape is no tensor.
+    shape = tf.shape(outputs)
 
     def product(vectors):
         with tf.autodiff.ForwardAccumulator(outputs, vectors) as accumulator:

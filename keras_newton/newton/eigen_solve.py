@@ -55,6 +55,21 @@ def validate_indefinite(indefinite: str) -> str:
     return indefinite
 
 
+def finite_eigh(matrix: tf.Tensor):
+    """``tf.linalg.eigh`` of ``[..., m, m]`` that never sees a non-finite matrix.
+
+    Eager CPU ``eigh`` raises ``InvalidArgumentError`` on NaN or inf entries
+    (XLA's returns NaN): a matrix that is not finite is decomposed as zero
+    here and its eigenvalues are set to NaN, so the callers' finiteness
+    checks (a step that is not finite is not taken) act the same in every mode.
+    """
+    finite = tf.reduce_all(tf.math.is_finite(matrix), axis=[-2, -1])
+    safe = tf.where(finite[..., None, None], matrix, tf.zeros_like(matrix))
+    eigenvalues, eigenvectors = tf.linalg.eigh(safe)
+    nan = tf.constant(np.nan, eigenvalues.dtype)
+    return tf.where(finite[..., None], eigenvalues, nan), eigenvectors
+
+
 def damped_solve(
     matrix: tf.Tensor,
     rhs: tf.Tensor,
@@ -74,7 +89,7 @@ def damped_solve(
       ``[..., k, m]`` solutions, one per row of ``rhs``.
     """
     matrix = 0.5 * (matrix + tf.linalg.matrix_transpose(matrix))
-    eigenvalues, eigenvectors = tf.linalg.eigh(matrix)
+    eigenvalues, eigenvectors = finite_eigh(matrix)
     if indefinite == "abs":
         curvature = tf.abs(eigenvalues)
     else:
@@ -96,8 +111,7 @@ def damped_solve(
 def dense_factorization(matrix: tf.Tensor) -> Factorization:
     """Full eigendecomposition ``(e [m], V [m, m])`` of a symmetrized ``m×m`` matrix."""
     matrix = 0.5 * (matrix + tf.transpose(matrix))
-    eigenvalues, eigenvectors = tf.linalg.eigh(matrix)
-    return eigenvalues, eigenvectors
+    return finite_eigh(matrix)
 
 
 def low_rank_damped_solve(

@@ -6,6 +6,7 @@ from keras.src.losses import loss as keras_loss_module
 from keras.src.models.functional import Functional
 from keras.src.models.model import functional_init_arguments
 
+from keras_newton.newton.finite_inputs import drop_non_finite_rows
 from keras_newton.newton.newton_loss import NewtonLoss
 from keras_newton.newton.options import config_with_step
 from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
@@ -56,11 +57,16 @@ class NewtonLossModel(keras.Model):
     ``sample_weight``, several outputs, mixed precision (the optimizer's loss
     scaling) and ``jit_compile=True`` work as for any model; ``loss``,
     ``loss_weights``, ``y`` and ``sample_weight`` may be single values, lists
-    or dicts keyed by output name, as in ``keras.Model.compile``. Non-finite
-    gradients of a step are replaced by zeros, so NaN never reaches the
-    weights (stateful optimizers may still move by their momentum); with a
-    ``LossScaleOptimizer`` they are passed on, since it skips such steps and
-    lowers its loss scale itself.
+    or dicts keyed by output name, as in ``keras.Model.compile``. Samples
+    with a non-finite input are left out of the step before the forward pass
+    (:mod:`keras_newton.newton.finite_inputs`), and samples with non-finite
+    labels take no Newton step. Non-finite gradients of a step are replaced
+    by zeros, so NaN never reaches the weights (stateful optimizers may
+    still move by their momentum); with a ``LossScaleOptimizer`` they are
+    passed on, since it skips such steps and lowers its loss scale itself.
+    That is where the promise stops: finite inputs whose float16 forward or
+    backward pass overflows on every batch keep halving Keras' loss scale,
+    and once it reaches 0 Keras' optimizer writes NaN into the weights.
 
     With ``damping="adaptive"`` (:class:`keras_newton.newton.AdaptiveDamping`)
     each output's ``λ`` is set every training step by Levenberg-Marquardt
@@ -173,6 +179,8 @@ class NewtonLossModel(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self._newton_losses is None:
             raise ValueError("NewtonLossModel needs a loss in compile(loss=...).")
+        # NaN input rows would reach every weight gradient through 0 * NaN.
+        x, sample_weight = drop_non_finite_rows(x, sample_weight)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             newton_loss = self._newton_loss(y, y_pred, sample_weight)

@@ -90,4 +90,20 @@ def moved_outputs(batch: Batch, steps, stepped) -> tf.Tensor:
 def newton_targets(batch: Batch, steps, usable) -> tf.Tensor:
     """``z* = y - s`` with the shape and dtype of ``y_pred``, gradient stopped."""
     target = moved_outputs(batch, steps, stepped_samples(steps, usable))
-    return tf.stop_gradient(tf.cast(target, batch.dtype))
+    return tf.stop_gradient(cast_within_range(target, batch.dtype))
+
+
+def cast_within_range(target: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """Casts a finite solve-dtype target to ``dtype`` without overflowing to ±inf.
+
+    A Newton step that is finite in float32 can exceed float16's range
+    (65504; small or zero damping with a tiny curvature): the target is
+    clipped to ``dtype``'s finite range, so the Newton loss stays finite and
+    its gradient is that of the largest step ``dtype`` can hold. Non-finite
+    entries (kept non-finite outputs) are left as they are.
+    """
+    if dtype.size >= target.dtype.size:
+        return tf.cast(target, dtype)
+    limit = tf.constant(dtype.max, target.dtype)
+    clipped = tf.clip_by_value(target, -limit, limit)
+    return tf.cast(tf.where(tf.math.is_finite(target), clipped, target), dtype)

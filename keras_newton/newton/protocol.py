@@ -66,13 +66,15 @@ def _shapes(structure):
 
 
 @contextlib.contextmanager
-def shape_errors_named(loss, y_true, y_pred):
+def shape_errors_named(loss, y_true, y_pred, detail: str = ""):
     """Re-raises the wrapped loss's shape errors as a ValueError naming both inputs.
 
     Keras and TensorFlow report a mismatch deep inside an op (``Incompatible
     shapes: [4,3] vs. [4,4] [Op:Sub]`` or, at trace time, an unnamed node);
     this names ``y_true``, ``y_pred``, their shapes and the loss instead.
-    Errors that do not mention shapes pass through unchanged.
+    Errors that do not mention shapes pass through unchanged. ``detail``
+    says how the loss was evaluated when TensorFlow's own message shows
+    other shapes (the stacked copies of a Monte-Carlo estimate, say).
 
     Example:
 
@@ -94,5 +96,6 @@ def shape_errors_named(loss, y_true, y_pred):
         message = re.sub(r"\{\{[^}]*\}\}\s*", "", message).strip()
         raise ValueError(
             f"y_true of shape {_shapes(y_true)} and y_pred of shape "
-            f"{_shapes(y_pred)} do not fit the loss {loss_name(loss)!r}: {message}"
+            f"{_shapes(y_pred)} do not fit the loss {loss_name(loss)!r}"
+            f"{f' (evaluated {detail})' if detail else ''}: {message}"
         ) from error

@@ -56,7 +56,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from keras_newton.newton.eigen_solve import Factorization
+from keras_newton.newton.eigen_solve import Factorization, finite_eigh
 
 ZERO = tf.UnconnectedGradients.ZERO
 
@@ -117,7 +117,13 @@ def mean_hessian_products(
         gradients = _stacked_gradients(per_sample, y_true, stacked, sample_shape, copies)
         directional = tf.reduce_sum(gradients * directions)
     products = outer.gradient(directional, stacked, unconnected_gradients=ZERO)
-    return tf.reduce_mean(tf.reshape(products, [copies, -1, m]), axis=1)
+    return _batch_mean(tf.reshape(products, [copies, -1, m]))
+
+
+def _batch_mean(rows: tf.Tensor) -> tf.Tensor:
+    """Mean over axis 1 of ``[r, N, m]``; zero (not NaN) for an empty batch."""
+    count = tf.cast(tf.shape(rows)[1], rows.dtype)
+    return tf.reduce_sum(rows, axis=1) / tf.maximum(count, 1.0)
 
 
 # Perturbation size, relative to 1 + max|y|, of finite-difference products
@@ -146,7 +152,7 @@ def finite_difference_mean_hessian_products(
     stacked = tf.stop_gradient(tf.concat([base + offsets, base - offsets], axis=0))
     gradients = _stacked_gradients(per_sample, y_true, stacked, sample_shape, 2 * copies)
     plus, minus = tf.unstack(tf.reshape(gradients, [2, copies, -1, m]))
-    differences = tf.reduce_mean(plus - minus, axis=1)  # [r, m]
+    differences = _batch_mean(plus - minus)  # [r, m]
     return tf.math.divide_no_nan(differences, 2.0 * steps)
 
 
@@ -172,5 +178,5 @@ def sketch_mean_hessian(
     projected = products(tf.transpose(basis))  # rows (H̄ q_j)ᵀ
     rayleigh_ritz = tf.matmul(projected, basis)  # [r, r] = Qᵀ H̄ Q
     rayleigh_ritz = 0.5 * (rayleigh_ritz + tf.transpose(rayleigh_ritz))
-    eigenvalues, rotation = tf.linalg.eigh(rayleigh_ritz)
+    eigenvalues, rotation = finite_eigh(rayleigh_ritz)
     return eigenvalues, tf.matmul(basis, rotation)

@@ -119,7 +119,7 @@ def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=Non
         predicted = tf.where(getattr(curvature_estimate, "ok", True), predicted, float("nan"))
         actual = reduction.actual_reduction(loss, batch.y_true, batch.outputs, moved, stepped)
         damping_state.update(damping, actual, predicted)
-    return tf.stop_gradient(tf.cast(moved, batch.dtype))
+    return tf.stop_gradient(output_space.cast_within_range(moved, batch.dtype))
 
 
 def _damping(rule, state, curvature_estimate, batch_derivatives):

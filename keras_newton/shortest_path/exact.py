@@ -71,8 +71,13 @@ def shortest_path(costs, max_iterations=None) -> tf.Tensor:
     order), so the result is deterministic.
 
     Negative costs are clipped to zero first: on an undirected grid a
-    negative cell would make path costs unbounded below. Costs must be
-    finite. The output carries no gradient (it is piecewise constant).
+    negative cell would make path costs unbounded below (so ``-inf`` counts
+    as 0). A ``+inf`` cell is a wall: the path avoids it wherever a path of
+    finite cost exists. A map with a NaN cost has no shortest path: its
+    whole mask is NaN (in eager, ``tf.function`` and XLA alike, so a loss
+    on it is NaN and :class:`keras_newton.NewtonLoss` leaves that sample
+    out), and the other maps of the batch are unaffected. The output
+    carries no gradient (it is piecewise constant).
 
     Example:
 
@@ -100,7 +105,11 @@ def shortest_path(costs, max_iterations=None) -> tf.Tensor:
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
         raise ValueError(f"max_iterations must be a positive int, got {max_iterations!r}.")
 
-    flat = tf.maximum(tf.stop_gradient(flat), tf.zeros([], flat.dtype))
+    # NaN labels never compare equal, so a NaN map would neither settle nor
+    # trace back consistently (and differently in eager and XLA).
+    flat, finish = grid.set_aside_maps(
+        tf.stop_gradient(flat), tf.reduce_any(tf.math.is_nan(flat), axis=[-2, -1]))
+    flat = tf.maximum(flat, tf.zeros([], flat.dtype))
     source_float, target_float = grid.corner_masks(height, width, flat.dtype)
     source = tf.broadcast_to(tf.cast(source_float, tf.bool), tf.shape(flat))
     hop_cap = tf.constant(cells, tf.int32)
@@ -144,4 +153,4 @@ def shortest_path(costs, max_iterations=None) -> tf.Tensor:
         (tf.constant(0, tf.int32), position, position),
         maximum_iterations=cells,
     )
-    return restore(path)
+    return restore(finish(path))

@@ -50,6 +50,30 @@ def batched_grid(
     return flat, restore
 
 
+def set_aside_maps(flat: tf.Tensor, unusable: tf.Tensor
+                   ) -> Tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
+    """Solves ``unusable`` maps ``[B]`` as all-zero and returns NaN for them.
+
+    A map with a NaN cost has no shortest path, and inside a batched solve
+    its NaN would leak into the others (a ``while`` loop that stops on the
+    whole batch never settles). It is replaced by zeros, so the batch is
+    solved as if it were not there, and its result is set to NaN at the end
+    (so a loss on it is NaN, which :class:`keras_newton.NewtonLoss` leaves
+    out).
+
+    Returns:
+      ``(costs, finish)``: the costs to solve, and ``path -> path`` with the
+      unusable maps set to NaN.
+    """
+    aside = unusable[:, None, None]
+    costs = tf.where(aside, tf.zeros_like(flat), flat)
+
+    def finish(path: tf.Tensor) -> tf.Tensor:
+        return tf.where(aside, tf.constant(float("nan"), path.dtype), path)
+
+    return costs, finish
+
+
 def neighbour_values(grid: tf.Tensor, pad_value) -> tf.Tensor:
     """Values of the 8 neighbours of every cell: ``[B, H, W] -> [B, H, W, 8]``.
 

@@ -14,6 +14,7 @@ References:
 import math
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from keras_newton.shortest_path import grid
@@ -195,11 +196,20 @@ def relaxed_shortest_path(
 
     Returns:
       ``[..., H, W]`` relaxed path indicators in ``[0, 1]``, differentiable in
-      ``costs`` (also twice, through nested tapes).
+      ``costs`` (also twice, through nested tapes). Costs should be finite: a
+      map with a NaN or ``-inf`` cost gets an all-NaN path (the softmin has
+      no meaning there), in every mode, and the other maps of the batch are
+      unaffected (so a loss on it is NaN, and :class:`keras_newton.NewtonLoss`
+      leaves that sample out); ``+inf`` costs give finite values without
+      meaning.
     """
     beta, epsilon = validate_relaxed_args(beta, n_iter, loop, max_iter, epsilon)
     combine = t_conorm_fn(t_conorm, p)
     flat, restore = grid.batched_grid(costs)
+    # The softmin of a NaN or -inf cost is NaN; the While loop's stop is a
+    # max over the batch, so such a map would change every other map.
+    flat, finish = grid.set_aside_maps(flat, tf.reduce_any(
+        tf.logical_or(tf.math.is_nan(flat), tf.equal(flat, -np.inf)), axis=[-2, -1]))
     height, width = flat.shape[-2], flat.shape[-1]
     if n_iter is None:
         n_iter = height + width
@@ -214,8 +224,8 @@ def relaxed_shortest_path(
     position = tf.broadcast_to(target_float, tf.shape(flat))
     if loop == "for":
         path, _ = _repeat(body, (path, position), n_iter, bool(unroll))
-        return restore(path)
-    return restore(_expected_while(body, path, position, beta, max_iter, epsilon))
+        return restore(finish(path))
+    return restore(finish(_expected_while(body, path, position, beta, max_iter, epsilon)))
 
 
 def _expected_while(body, path, position, beta, max_iter, epsilon):

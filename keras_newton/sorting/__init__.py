@@ -3,6 +3,11 @@
 All sorters return ``(sorted_x, P)`` in one convention: ascending order,
 ``P[..., i, j]`` = mass of input ``i`` at sorted position ``j``, and
 ``sorted_x = einsum("...i,...ij->...j", x, P)``.
+
+Scores up to the float limit (about ``3e38`` in float32) give finite
+results in every sorter. A row with a ``±inf`` or NaN score gives NaN
+``sorted_x`` and ``P`` for that row (``inf - inf`` has no value), and
+only for that row: the other rows of the batch are unaffected.
 """
 
 from keras_newton.sorting.diff_sort import diff_sort

@@ -36,6 +36,21 @@ import tensorflow as tf
 from keras_newton.sorting import _checks
 
 
+def _overflow_safe_scale(scores: tf.Tensor, n: int) -> tf.Tensor:
+    """``[..., 1]`` power-of-two divisors that keep the logits of a row finite.
+
+    The logits reach about ``3 n max|s|``: rows with ``max|s|`` above
+    ``dtype.max / (4 n)`` (scores near the float limit) are divided by
+    ``2^floor(log2 max|s|)``; all other rows by 1, so ordinary scores give
+    the same numbers as without this. Rows with ``±inf`` or NaN stay NaN.
+    """
+    largest = tf.reduce_max(tf.abs(scores), axis=-1, keepdims=True)
+    too_large = largest > scores.dtype.max / (4.0 * n)
+    exponent = tf.floor(tf.math.log(tf.where(too_large, largest, 1.0)) / tf.math.log(
+        tf.constant(2.0, scores.dtype)))
+    return tf.where(too_large, tf.pow(tf.constant(2.0, scores.dtype), exponent), 1.0)
+
+
 def neural_sort(scores: tf.Tensor, tau: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
     """Relaxed ascending sort of ``scores`` with NeuralSort.
 
@@ -57,12 +72,19 @@ def neural_sort(scores: tf.Tensor, tau: float = 1.0) -> tuple[tf.Tensor, tf.Tens
     out_dtype = scores.dtype
     s = _checks.upcast_half(scores)
     dtype = s.dtype
-    flipped = -s  # descending NeuralSort of -s is the ascending sort of s
+    scale = _overflow_safe_scale(s, n)
+    flipped = -s / scale  # descending NeuralSort of -s is the ascending sort of s
     pairwise = tf.abs(flipped[..., :, None] - flipped[..., None, :])
     spread = tf.reduce_sum(pairwise, axis=-1)  # [..., n]: sum_k |s_j - s_k|
     coefficient = tf.cast(n + 1 - 2 * tf.range(1, n + 1), dtype)  # [n] over r
     logits = coefficient[:, None] * flipped[..., None, :] - spread[..., None, :]
-    p_hat = tf.nn.softmax(logits / _checks.as_scalar(tau, dtype), axis=-1)  # [..., r, j]
+    # The logits are linear in s, so those of s are scale * logits. Shifting
+    # by the row maximum first (softmax is shift-invariant) keeps
+    # scale / tau from turning the largest logit into inf - inf = NaN.
+    logits -= tf.stop_gradient(tf.reduce_max(logits, axis=-1, keepdims=True))
+    inverse_temperature = tf.minimum(
+        scale[..., None] / _checks.as_scalar(tau, dtype), dtype.max)
+    p_hat = tf.nn.softmax(logits * inverse_temperature, axis=-1)  # [..., r, j]
     permutation = tf.linalg.matrix_transpose(p_hat)
     sorted_scores = tf.einsum("...i,...ij->...j", s, permutation)
     return tf.cast(sorted_scores, out_dtype), tf.cast(permutation, out_dtype)

@@ -76,6 +76,9 @@ def permutation_matrix(
 
     Returns:
       ``P`` with ``P[..., i, j]`` the mass of input ``i`` at position ``j``.
+      A row of ``values`` with a NaN has no order: its whole matrix is NaN
+      (so a loss against it is NaN, never a finite number for a matrix that
+      is not a permutation). ``±inf`` values sort like any other.
     """
     if ties not in TIES:
         raise ValueError(f"Unknown `ties` {ties!r}; expected one of {TIES}.")
@@ -86,10 +89,20 @@ def permutation_matrix(
         )
     n = values.shape[-1]
     if ties == "stable":
-        return tf.one_hot(stable_ranks(values), n, dtype=dtype)
-    lo, count = tie_bounds(values)
-    positions = tf.range(n)
-    inside = tf.logical_and(
-        positions >= lo[..., None], positions < (lo + count)[..., None]
-    )
-    return tf.cast(inside, dtype) / tf.cast(count, dtype)[..., None]
+        matrix = tf.one_hot(stable_ranks(values), n, dtype=dtype)
+    else:
+        lo, count = tie_bounds(values)
+        positions = tf.range(n)
+        inside = tf.logical_and(
+            positions >= lo[..., None], positions < (lo + count)[..., None]
+        )
+        matrix = tf.cast(inside, dtype) / tf.cast(count, dtype)[..., None]
+    return _nan_where_unordered(values, matrix)
+
+
+def _nan_where_unordered(values: tf.Tensor, matrix: tf.Tensor) -> tf.Tensor:
+    """NaN matrices for rows of ``values`` holding a NaN (comparisons are all False)."""
+    if not values.dtype.is_floating:
+        return matrix
+    unordered = tf.reduce_any(tf.math.is_nan(values), axis=-1)[..., None, None]
+    return tf.where(unordered, tf.constant(float("nan"), matrix.dtype), matrix)

@@ -180,12 +180,12 @@ def _repeat(mode, loss, y_true, y_pred, steps):
 
 
 def test_quadratic_loss_drives_lambda_to_its_bound_and_z_to_the_minimizer(mode, rng):
-    rule = AdaptiveDamping(minimum=1e-6)
+    rule = AdaptiveDamping(initial=1e-4, factor=4.0, minimum=1e-6)
     loss = kn.NewtonLoss(quadratic, kn.NewtonStep("hessian", damping=rule))
     y_pred = tf.constant(rng.normal(size=(8, 3)), tf.float32)
     y_true = tf.constant(rng.normal(size=(8, 3)), tf.float32)
-    ratio, damping, rho = _repeat(mode, loss, y_true, y_pred, 40)
-    # ρ = 1 for an exact quadratic model: λ falls by 1.5 each step to the bound.
+    ratio, damping, rho = _repeat(mode, loss, y_true, y_pred, 6)
+    # ρ = 1 for an exact quadratic model: λ falls by the factor each step to the bound.
     np.testing.assert_allclose(rho, 1.0, atol=1e-3)
     assert ratio == pytest.approx(1e-6)
     target = kn.newton.newton_step_target(quadratic, y_true, y_pred, loss.step, None,
@@ -195,21 +195,22 @@ def test_quadratic_loss_drives_lambda_to_its_bound_and_z_to_the_minimizer(mode, 
 
 def test_overshooting_loss_raises_lambda_until_the_model_is_trusted(mode, rng):
     loss = kn.NewtonLoss(log_cosh, kn.NewtonStep(
-        "hessian", damping=AdaptiveDamping(initial=1e-6, minimum=1e-6)))
+        "hessian", damping=AdaptiveDamping(initial=1e-6, factor=4.0, minimum=1e-6)))
     y_pred = tf.constant(3.0 + rng.normal(size=(16, 2)), tf.float32)
     y_true = tf.zeros_like(y_pred)
     ratio, _, rho = _repeat(mode, loss, y_true, y_pred, 1)
     assert rho < 0  # the undamped Newton step from the flat tail overshoots
-    ratio, _, rho = _repeat(mode, loss, y_true, y_pred, 40)
+    ratio, _, rho = _repeat(mode, loss, y_true, y_pred, 14)
     assert ratio > 1e-3
     assert rho >= 0.25
 
 
 def test_upper_bound_holds(rng):
     loss = kn.NewtonLoss(log_cosh, kn.NewtonStep(
-        "hessian", damping=AdaptiveDamping(initial=1e-3, minimum=1e-6, maximum=1e-2)))
+        "hessian", damping=AdaptiveDamping(initial=1e-3, factor=4.0, minimum=1e-6,
+                                           maximum=1e-2)))
     y_pred = tf.constant(5.0 + rng.normal(size=(8, 2)), tf.float32)
-    for _ in range(30):
+    for _ in range(6):
         loss(tf.zeros_like(y_pred), y_pred)
     assert float(loss.damping_state.ratio.numpy()) == pytest.approx(1e-2)
 

@@ -188,8 +188,10 @@ def test_quadratic_loss_drives_lambda_to_its_bound_and_z_to_the_minimizer(mode, 
     # ρ = 1 for an exact quadratic model: λ falls by the factor each step to the bound.
     np.testing.assert_allclose(rho, 1.0, atol=1e-3)
     assert ratio == pytest.approx(1e-6)
+    loss.damping_state.adapting = False
     target = kn.newton.newton_step_target(quadratic, y_true, y_pred, loss.step, None,
-                                          loss.damping_state, update_damping=False)
+                                          loss.damping_state)
+    assert float(loss.damping_state.ratio.numpy()) == ratio  # not adapted
     np.testing.assert_allclose(target.numpy(), y_true.numpy(), atol=2e-5)
 
 

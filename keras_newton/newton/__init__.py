@@ -45,6 +45,7 @@ from keras_newton.newton.derivatives import DERIVATIVE_SOURCES, resolve_loss
 from keras_newton.newton.hessian_estimate import HessianEstimate
 from keras_newton.newton.newton_loss import NewtonLoss
 from keras_newton.newton.newton_loss_model import NewtonLossModel
+from keras_newton.newton.protocol import shape_errors_named
 from keras_newton.newton.solvers import SOLVERS, Solver
 from keras_newton.newton.spec import NewtonStep
 from keras_newton.newton.target import newton_step_target, newton_target
@@ -66,4 +67,5 @@ __all__ = [
     "newton_target",
     "per_sample_loss_fn",
     "resolve_loss",
+    "shape_errors_named",
 ]

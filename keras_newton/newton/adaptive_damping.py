@@ -148,6 +148,8 @@ class DampingState(tf.Module):
       ratio: ``r = λ / κ`` of the next step.
       damping: the ``λ`` the last step used (for logging).
       reduction_ratio: the last step's ``ρ`` (NaN where it was not trusted).
+      adapting: Python flag read when a step is traced; off, the step uses
+        ``ratio`` without updating it (evaluation).
 
     The variables are created eagerly (lifted out of any ``tf.function``);
     under ``tf.distribute`` create the state inside the strategy's scope:
@@ -158,6 +160,7 @@ class DampingState(tf.Module):
     def __init__(self, rule: AdaptiveDamping, name: str = "damping_state"):
         super().__init__(name=name)
         self.rule = rule
+        self.adapting = True
         with tf.init_scope():
             kwargs = dict(trainable=False, dtype=tf.float32,
                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)

@@ -100,8 +100,10 @@ class NewtonLoss(keras.losses.Loss):
         return self.damping_state.damping
 
     def call(self, y_true, y_pred):
+        if self.damping_state is not None:
+            self.damping_state.adapting = self.adapt_damping
         target = newton_step_target(self.loss, y_true, y_pred, self.step, self.hessian_cache,
-                                    self.damping_state, update_damping=self.adapt_damping)
+                                    self.damping_state)
         difference = target - y_pred
         # A non-finite output must not send NaN back into the weights.
         difference = tf.where(

@@ -72,8 +72,7 @@ def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATUR
     return newton_step_target(loss, y_true, y_pred, as_newton_step(step, curvature, damping))
 
 
-def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=None,
-                       update_damping: bool = True) -> tf.Tensor:
+def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=None) -> tf.Tensor:
     """Eq. (3a) as ``step`` (a ``NewtonStep``) says; see :func:`newton_target`.
 
     ``cache``: the :class:`~keras_newton.newton.curvature_cache.CurvatureCache`
@@ -84,9 +83,9 @@ def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=Non
     ``damping_state``: the
     :class:`~keras_newton.newton.adaptive_damping.DampingState` of
     ``step.damping.new_state()`` for an adaptive damping rule, kept across
-    calls; this call uses its ratio and (``update_damping``) sets the next
-    one. Without it an adaptive rule uses its initial ratio and adapts
-    nothing.
+    calls; this call uses its ratio and, unless ``damping_state.adapting``
+    is off (evaluation), sets the next one. Without it an adaptive rule uses
+    its initial ratio and adapts nothing.
     """
     loss = derivatives.resolve_loss(loss)
     step.check_loss(loss)
@@ -112,7 +111,7 @@ def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=Non
     # z*_i = y_i - (M + λI)^{-1} g_i
     stepped = output_space.stepped_samples(newton_steps, batch_derivatives.usable)
     moved = output_space.moved_outputs(batch, newton_steps, stepped)
-    if damping_state is not None and update_damping:
+    if damping_state is not None and damping_state.adapting:
         # Levenberg-Marquardt: ρ of this step sets the next step's λ.
         predicted = reduction.predicted_reduction(
             batch_derivatives.gradients, newton_steps, damping, stepped)

@@ -85,6 +85,8 @@ STUDY_NEWTON = ("hessian", "fisher", "elementwise_hessian")
 STUDY_QUICK = dict(QUICK["sort"])
 STUDY_QUICK_SEEDS = (0, 1)
 STUDY_QUICK_BUDGETS = (500, 1500, 5000, 15000)
+# The learning-rate control (study --parts lr): around the paper's Adam 1e-3.
+LR_CONTROL_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 
 GRID_NEWTON = {
     "sort": ("none", "hessian", "fisher"),

@@ -218,3 +218,57 @@ def test_lr_part_without_lambdas_needs_the_sweep(tmp_path):
         study.run_study([{"sorter": "neural_sort"}], ["hessian"], [0.1], [0], str(tmp_path),
                         base_config=CONFIG, budgets=[2], parts=["lr"],
                         learning_rates=[1e-3], log=lambda line: None)
+
+
+def _preset_commands():
+    """The two commands of the comment block in presets.py, as argument lists."""
+    import inspect
+    import shlex
+
+    from keras_newton.bench import presets
+
+    source = inspect.getsource(presets)
+    commands, current = [], None
+    for line in source.splitlines():
+        text = line.lstrip("# ").rstrip()
+        if text.startswith("keras-newton-bench study") and "--parts lr" in text:
+            current = []
+            commands.append(current)
+        if current is not None and line.startswith("#"):
+            current.append(text.rstrip("\\"))
+            if not text.endswith("\\"):
+                current = None
+    return [shlex.split(" ".join(c))[1:] for c in commands]
+
+
+def test_the_preset_commands_plan_the_documented_runs(tmp_path):
+    from keras_newton.bench import presets
+
+    first, second = _preset_commands()
+    planned = []
+    for argv in (first, second):
+        args = cli.build_parser().parse_args(argv)
+        assert args.parts == ["lr"] and args.learning_rates == [3e-4, 1e-3, 3e-3]
+        config = dict(presets.STUDY_QUICK, **cli.task_config(args, "sort"))
+        config["eval_sets"] = 4  # planning builds the evaluation sets; keep it cheap
+        planned.append(lr_control.lr_runs(cli._method_configs(args), args.newton,
+                                          args.learning_rates, args.seeds, str(tmp_path),
+                                          config))
+    assert len(planned[0]) == 54 and len(planned[1]) == 108
+    # The second command reuses every folder of the first.
+    assert {r.run_dir for r in planned[0]} < {r.run_dir for r in planned[1]}
+    # λ are the main job's (QUICK_GRID_METHODS), for both objectives.
+    main_job = {m["sorter"]: m["dampings"] for m in presets.QUICK_GRID_METHODS["sort"]
+                if m["sorter"] != "diff_sort"}
+    for run in planned[1]:
+        assert run.task.config["n"] == 10 and run.task.config["steps"] == 2000
+        if run.variant.is_newton:
+            assert run.variant.damping == main_job[run.task.config["sorter"]][run.variant.newton]
+    assert {r.task.config["objective"] for r in planned[1]} == {"bce", "positional_ce"}
+
+
+def test_the_readme_shows_the_preset_commands():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    flat = " ".join(readme.replace("\\\n", " ").split())
+    for argv in _preset_commands():
+        assert "keras-newton-bench " + " ".join(argv) in flat

@@ -272,3 +272,11 @@ def test_the_readme_shows_the_preset_commands():
     flat = " ".join(readme.replace("\\\n", " ").split())
     for argv in _preset_commands():
         assert "keras-newton-bench " + " ".join(argv) in flat
+
+
+def test_a_diverged_seed_is_left_out_of_the_means_not_an_error():
+    records = _toy_records()
+    records.append(_record("m", "hessian", 1e-3, 3, val=None, test=None))  # NaN in JSON
+    row = [r for r in lr_control.lr_comparison(records)
+           if r["newton"] == "hessian" and r["learning_rate"] == 1e-3][0]
+    assert row["test"][2] == 3 and row["seeds"] == 4

@@ -126,7 +126,8 @@ def _group_values(records: Sequence[dict], key: str) -> dict[tuple, list[float]]
     for record in records:
         damping = None if record["newton"] == "none" else record["damping"]
         group = (record["method"], record["newton"], damping, float(record["learning_rate"]))
-        groups.setdefault(group, []).append(float(record[key]))
+        value = record.get(key)  # a NaN metric comes back from JSON as None
+        groups.setdefault(group, []).append(math.nan if value is None else float(value))
     return groups
 
 

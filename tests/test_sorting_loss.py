@@ -1,4 +1,4 @@
-"""SortingLoss: per-sample BCE against a NumPy reference, ties, Keras contract."""
+"""SortingLoss: per-sample BCE and positional CE against NumPy references, ties, Keras contract."""
 
 import itertools
 
@@ -258,3 +258,138 @@ def test_bad_shapes_raise_naming_the_argument():
         loss.call(np.ones((2, 1), np.float32), np.ones((2, 1), np.float32))
     with pytest.raises(ValueError, match="y_true"):
         loss.call(np.ones((2, 4), np.float32), np.ones((2, 5), np.float32))
+
+
+# objective="positional_ce": the cross-entropy of each position's column of P.
+
+
+def np_positional_ce(y_true, p, eps=EPS):
+    """-(1/n) Σ_j log P[π⁻¹(j), j], π⁻¹(j) = the item at ascending position j.
+
+    Written with the gathered form (not the Q-weighted sum the library
+    computes), log p as log(p + eps) - log(1 + eps).
+    """
+    order = np.argsort(y_true, kind="stable")  # order[j] = π⁻¹(j)
+    picked = p[order, np.arange(y_true.size)]
+    return -(np.log(picked + eps) - np.log1p(eps)).mean()
+
+
+def np_positional_loss(y_true, y_pred, reference):
+    flat_true = y_true.reshape(-1, y_true.shape[-1]).astype(np.float64)
+    flat_pred = y_pred.reshape(-1, y_pred.shape[-1]).astype(np.float64)
+    values = [np_positional_ce(t, reference(s)[1]) for t, s in zip(flat_true, flat_pred)]
+    return np.asarray(values).reshape(y_true.shape[:-1])
+
+
+@pytest.mark.parametrize("sorter,options,reference", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_positional_ce_matches_numpy_reference(sorter, options, reference, dtype, rng):
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for shape in [(4, 5), (2, 3, 10)]:
+        y_true, y_pred = _batch(rng, shape)
+        y_true, y_pred = y_true.astype(dtype), y_pred.astype(dtype)
+        loss = SortingLoss(sorter, objective="positional_ce", **options)
+        values = loss.call(y_true, y_pred).numpy()
+        assert values.shape == shape[:-1] and values.dtype == dtype
+        expected = np_positional_loss(y_true, y_pred, reference)
+        np.testing.assert_allclose(values, expected, rtol=tol, atol=tol * 1e-2)
+        # A different quantity from the default BCE (not a rescaling of it).
+        bce = SortingLoss(sorter, **options).call(y_true, y_pred).numpy()
+        assert not np.allclose(values, bce, rtol=1e-3)
+
+
+def test_positional_ce_by_hand_for_two_items():
+    # NeuralSort of 2 items, scores s = (0, d), τ = 1. Ascending position 0
+    # has logits -s_j - Σ_k |s_j - s_k| = (-d, -2d): item 1 gets σ(-d).
+    # Position 1 has logits s_j - Σ_k |s_j - s_k| = (-d, 0): item 0 gets σ(-d).
+    # The labels (1, 0) put item 1 first, so both true entries are σ(-d): the
+    # scores have the order exactly wrong.
+    d = 0.7
+    loss = SortingLoss("neural_sort", objective="positional_ce", tau=1.0)
+    value = float(loss.call(np.array([[1.0, 0.0]]), np.array([[0.0, d]]))[0])
+    _, p = np_neural_sort(np.array([0.0, d]), 1.0)
+    np.testing.assert_allclose(p[0, 1], 1 / (1 + np.exp(d)), rtol=1e-12)
+    np.testing.assert_allclose(p[1, 0], 1 / (1 + np.exp(d)), rtol=1e-12)
+    expected = -np.log(1 / (1 + np.exp(d)) + EPS) + np.log1p(EPS)
+    np.testing.assert_allclose(value, expected, rtol=1e-9)
+
+
+def test_positional_ce_is_zero_at_a_perfect_sort_and_larger_when_reversed(rng):
+    y_true = rng.permutation(6).astype(np.float32)[None]
+    sharp = SortingLoss("neural_sort", objective="positional_ce", tau=1e-3)
+    np.testing.assert_allclose(sharp(y_true, y_true), 0.0, atol=1e-6)
+    # Reversed (n even): every position's true item gets mass 0 -> -log(eps).
+    expected = -(np.log(EPS) - np.log1p(EPS))
+    np.testing.assert_allclose(float(sharp(y_true, -y_true)), expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize("sorter,options,reference", CASES[2:], ids=IDS[2:])
+def test_positional_ce_modes_agree(mode, sorter, options, reference, rng):
+    y_true, y_pred = _batch(rng, (3, 7))
+    loss = SortingLoss(sorter, objective="positional_ce", **options)
+    values = run_in_mode(mode, loss.call, tf.constant(y_true), tf.constant(y_pred))
+    np.testing.assert_allclose(values, np_positional_loss(y_true, y_pred, reference),
+                               rtol=1e-4)
+    np.testing.assert_allclose(values, loss.call(y_true, y_pred).numpy(), rtol=2e-5)
+
+
+@pytest.mark.parametrize("ties", ["stable", "average"])
+@pytest.mark.parametrize("mode_name", ["eager", "xla"])
+def test_positional_ce_nan_label_gives_nan_only_for_its_sample(ties, mode_name):
+    loss = SortingLoss("soft_sort", ties=ties, objective="positional_ce", reduction=None)
+    y_true = tf.constant([[np.nan, 1.0, 2.0], [0.0, 1.0, 2.0]])
+    y_pred = tf.constant([[0.0, 1.0, 2.0]] * 2)
+    values = run_in_mode(mode_name, loss.call, y_true, y_pred)
+    assert np.isnan(values[0]) and np.isfinite(values[1])
+
+
+def test_positional_ce_gradient_matches_finite_differences(rng):
+    y_true = rng.permutation(5).astype(np.float64)[None]
+    y_pred = rng.normal(size=(1, 5))
+    loss = SortingLoss("soft_sort", objective="positional_ce", tau=0.5)
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda s: loss.call(tf.constant(y_true), s), [tf.constant(y_pred)]
+    )
+    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-5, atol=1e-7)
+
+
+def test_objective_is_serialized_and_old_configs_mean_bce(rng):
+    loss = SortingLoss("neural_sort", objective="positional_ce", tau=0.5)
+    config = loss.get_config()
+    assert config["objective"] == "positional_ce"
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert restored.objective == "positional_ce" and restored.get_config() == config
+    y_true, y_pred = _batch(rng, (3, 5))
+    np.testing.assert_allclose(restored(y_true, y_pred), loss(y_true, y_pred), rtol=1e-6)
+    # A config saved before the option existed has no "objective": BCE.
+    old = dict(config)
+    del old["objective"]
+    assert SortingLoss.from_config(old).objective == "bce"
+    assert SortingLoss().get_config()["objective"] == "bce"
+
+
+@pytest.mark.parametrize("objective", ["Positional_CE", "ce", None, 1])
+def test_unknown_objective_raises_naming_it(objective):
+    with pytest.raises(ValueError, match="objective"):
+        SortingLoss("neural_sort", objective=objective)
+
+
+def test_positional_ce_model_saves_and_loads(tmp_path, rng):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((5, 3)), keras.layers.Dense(1), keras.layers.Reshape((5,))]
+    )
+    loss = SortingLoss("soft_sort", objective="positional_ce", tau=0.5)
+    model.compile("sgd", loss=loss)
+    x = rng.normal(size=(8, 5, 3)).astype(np.float32)
+    y = x[..., 0]
+    model.fit(x, y, epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert isinstance(restored.loss, SortingLoss)
+    assert restored.loss.objective == "positional_ce"
+    assert restored.loss.get_config() == loss.get_config()
+    np.testing.assert_allclose(
+        restored.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-5
+    )

@@ -123,3 +123,44 @@ def test_fit_with_jit_compile_trains(sorter, curvature, rng):
     after = float(sorting(y, scorer.predict(x, verbose=0)))
     assert np.isfinite(history["loss"]).all()
     assert after < before, (before, after)
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "fisher"])
+@pytest.mark.parametrize("sorter", ["neural_sort", "soft_sort"])
+def test_positional_ce_newton_target_matches_finite_differences(sorter, curvature, rng):
+    # SortingLoss has no closed-form curvature: NewtonLoss takes the autodiff
+    # path for either objective; its target must match finite differences.
+    n, batch, damping = 4, 4, 0.05
+    loss = SortingLoss(sorter, objective="positional_ce", **SORTERS[sorter])
+    y_true = np.stack([rng.permutation(n) for _ in range(batch)]).astype(np.float64)
+    y_pred = rng.normal(size=(batch, n))
+    gradients, hessians = fd_derivatives(loss, y_true, y_pred)
+    matrix = hessians.mean(0) if curvature == "hessian" else gradients.T @ gradients / batch
+    expected = np_newton_target(y_pred, gradients, matrix, damping)
+    target = run_in_mode(
+        "xla",
+        lambda t, p: kn.newton_target(loss, t, p, curvature=curvature, damping=damping),
+        tf.constant(y_true),
+        tf.constant(y_pred),
+    )
+    np.testing.assert_allclose(target, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(target - y_pred).max() > 1e-3
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "fisher"])
+def test_newton_loss_of_positional_ce_trains_and_round_trips(curvature, rng, tmp_path):
+    x, y = _ranking_data(rng)
+    keras.utils.set_random_seed(0)
+    scorer = keras.Sequential(
+        [keras.Input(x.shape[1:]), keras.layers.Dense(1), keras.layers.Reshape((x.shape[1],))]
+    )
+    sorting = SortingLoss("soft_sort", objective="positional_ce", tau=0.5)
+    newton = kn.NewtonLoss(sorting, curvature=curvature, damping=0.1)
+    scorer.compile(keras.optimizers.SGD(0.5), loss=newton, jit_compile=True)
+    before = float(sorting(y, scorer.predict(x, verbose=0)))
+    history = scorer.fit(x, y, batch_size=8, epochs=3, verbose=0).history
+    after = float(sorting(y, scorer.predict(x, verbose=0)))
+    assert np.isfinite(history["loss"]).all()
+    assert after < before, (before, after)
+    restored = kn.NewtonLoss.from_config(newton.get_config())
+    assert restored.loss.objective == "positional_ce"

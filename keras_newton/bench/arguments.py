@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 
 from keras_newton.bench.task import NEWTON_CHOICES, parse_damping
+from keras_newton.losses.sorting_loss import OBJECTIVES
 
 TASK_FLAGS = {
     "sort": ("sorter", "n", "tau", "network", "relaxation", "steepness", "art_lambda",
-             "eval_sets", "scorer"),
+             "eval_sets", "scorer", "objective"),
     "path": ("method", "distance", "loop", "beta", "n_iter", "smoothing", "samples", "sigma",
              "noise", "epochs", "train_maps", "eval_maps", "grid_size", "manual_dir", "unroll"),
     "classify": ("model", "optimizer"),
@@ -86,6 +87,11 @@ def _add_sort(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scorer", choices=("cnn", "mlp"),
                        help="per-image network: the paper's CNN (default) or a small MLP "
                             "(the CPU preset of the main job)")
+    group.add_argument("--objective", choices=OBJECTIVES,
+                       help="ranking loss: entry-wise binary cross-entropy of P (bce, "
+                            "default) or the cross-entropy of each sorted position's "
+                            "column (positional_ce, as NeuralSort / SoftSort were "
+                            "introduced)")
 
 
 def _add_path(parser: argparse.ArgumentParser) -> None:
@@ -143,8 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--methods", nargs="+", default=None, metavar="KEY=VALUE[,KEY=VALUE]",
                        help="sorting methods (default: NeuralSort, SoftSort, logistic and "
                             "Cauchy odd-even networks)")
-    study.add_argument("--parts", nargs="+", choices=("sweep", "length"),
-                       default=["sweep", "length"], help="parts to run, in order")
+    study.add_argument("--parts", nargs="+", choices=("sweep", "length", "lr"),
+                       default=["sweep", "length"],
+                       help="parts to run, in order (lr: the learning-rate control, "
+                            "asked for by name)")
+    study.add_argument("--learning-rates", type=float, nargs="+", default=None,
+                       help="learning rates of the lr part (default: 3e-4 1e-3 3e-3); "
+                            "λ per variant from a method's own dampings="
+                            "hessian:0.0001+fisher:0.01, else the finished sweep's best")
     study.add_argument("--dampings", type=parse_damping, nargs="+", default=None,
                        help="the λ grid (default: --damping-min … --damping-max); "
                             "'adaptive' adds the adaptive damping as a column")

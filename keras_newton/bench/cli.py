@@ -8,7 +8,8 @@ Subcommands:
 * ``classify``  M1–M5 with softmax cross-entropy;
 * ``grid``      several methods of one task × Newton variants × seeds;
 * ``study``     the efficacy study of the sorting methods: λ sweep, gain vs
-                training length, diagnostics (:mod:`.study`);
+                training length, diagnostics, and the learning-rate control
+                (``--parts lr``; :mod:`.study`, :mod:`.lr_control`);
 * ``overhead``  step-time ratios Newton / regular, measured side by side.
 
 Every run subcommand trains each Newton variant (``--newton``) for each seed
@@ -242,7 +243,9 @@ def _run_study(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict:
         def run(shard, part=part):
             return study.run_study(
                 _method_configs(args), newton, dampings, seeds, output_dir, base_config=config,
-                budgets=budgets, length_seeds=args.length_seeds, parts=[part], shard=shard,
+                budgets=budgets, length_seeds=args.length_seeds, parts=[part],
+                learning_rates=args.learning_rates or list(presets.LR_CONTROL_LEARNING_RATES),
+                shard=shard,
                 verbose=0 if args.verbose == 1 else args.verbose, jit_compile=not args.no_xla)
 
         out[part] = _in_parallel(args, list(argv) + ["--parts", part], output_dir, run)

@@ -105,12 +105,33 @@ def split_plan(method_options: dict) -> tuple[dict, dict]:
       ({'sorter': 'soft_sort'}, {'seeds': [0, 1]})
       >>> split_plan({"sorter": "soft_sort", "newton": "hessian+fisher"})[1]
       {'newton': ['hessian', 'fisher']}
+      >>> split_plan({"sorter": "soft_sort", "dampings": "hessian:1e-3+fisher:0.01"})[1]
+      {'dampings': {'hessian': 0.001, 'fisher': 0.01}}
     """
     options = {k: v for k, v in method_options.items() if k not in PLAN_KEYS}
     plan = {k: method_options[k] for k in PLAN_KEYS if k in method_options}
     if isinstance(plan.get("newton"), str):  # From the command line: newton=hessian+fisher.
         plan["newton"] = plan["newton"].split("+")
+    elif "newton" in plan and plan["newton"] is None:  # newton=none parses as None
+        plan["newton"] = ["none"]
+    if isinstance(plan.get("dampings"), str):  # dampings=hessian:0.001+fisher:0.01
+        plan["dampings"] = parse_plan_dampings(plan["dampings"])
     return options, plan
+
+
+def parse_plan_dampings(text: str) -> dict[str, float | str]:
+    """``"hessian:0.001+fisher:0.01"`` → ``{"hessian": 0.001, "fisher": 0.01}``.
+
+    The command-line form of a method entry's own λ per Newton variant.
+    """
+    dampings = {}
+    for item in filter(None, text.split("+")):
+        variant, separator, value = item.partition(":")
+        if not separator or variant not in NEWTON_LABELS or variant == "none":
+            raise ValueError(f"dampings must look like hessian:0.001+fisher:0.01, "
+                             f"got {text!r}")
+        dampings[variant] = parse_damping(value)
+    return dampings
 
 
 def plan_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],

@@ -4,11 +4,24 @@ A CNN (or, in the CPU preset, an MLP: ``scorer="mlp"``) scores each of the
 ``n`` four-digit number images of a set; the scores
 go through a differentiable sorter (NeuralSort, SoftSort or a differentiable
 sorting network), and the relaxed permutation matrix ``P`` is compared with
-the true one ``Q`` by binary cross-entropy (:class:`keras_newton.losses.SortingLoss`):
+the true one ``Q`` by binary cross-entropy (:class:`keras_newton.losses.SortingLoss`,
+``objective="bce"``, the default):
 
 .. math::
 
-    \\ell = -\\frac1{n^2} \\sum_{ij} Q_{ij}\\log P_{ij} + (1-Q_{ij})\\log(1-P_{ij}).
+    \\ell = -\\frac1{n^2} \\sum_{ij} Q_{ij}\\log P_{ij} + (1-Q_{ij})\\log(1-P_{ij}),
+
+or, with ``objective="positional_ce"`` (``--objective positional_ce``, or
+``objective=positional_ce`` in a ``--methods`` entry), by the cross-entropy of
+each sorted position's distribution over the items, as NeuralSort and
+SoftSort were introduced:
+
+.. math::
+
+    \\ell = -\\frac1n \\sum_{ij} Q_{ij}\\log P_{ij}.
+
+The objective shows in the method's label (and so in its run folders) only
+when it is not the default, so runs made before the option existed resume.
 
 Metrics (Petersen et al., 2021): exact match of the whole ordering (the
 paper's headline number, also used for model selection on the validation
@@ -59,6 +72,7 @@ SORT_DEFAULTS = {
     "dataset": "digits",   # offline default; "mnist" loads TFDS
     "data_dir": None,
     "scorer": "cnn",       # the paper's CNN; "mlp" is the CPU preset's (main job)
+    "objective": "bce",    # SortingLoss objective: "bce" or "positional_ce"
 }
 SCORERS = ("cnn", "mlp")
 
@@ -81,7 +95,7 @@ def _train_indices(source: str, data_dir: str | None, n: int, batch_size: int, s
 
 
 def sorting_loss(config: dict) -> SortingLoss:
-    """The :class:`SortingLoss` of ``config`` (only the sorter's own options)."""
+    """The :class:`SortingLoss` of ``config`` (the sorter's own options and the objective)."""
     sorter = config["sorter"]
     if sorter not in SORTERS:
         raise ValueError(f"sorter must be one of {SORTERS}, got {sorter!r}")
@@ -89,7 +103,7 @@ def sorting_loss(config: dict) -> SortingLoss:
         options = {k: config[k] for k in ("network", "relaxation", "steepness", "art_lambda")}
     else:
         options = {"tau": config["tau"]}
-    return SortingLoss(sorter, **options)
+    return SortingLoss(sorter, objective=config.get("objective", "bce"), **options)
 
 
 def sort_task(config: dict) -> Task:
@@ -146,10 +160,19 @@ def sort_task(config: dict) -> Task:
 
 
 def describe(config: dict) -> str:
-    """Short label of a sorter configuration, e.g. ``"diff_sort(cauchy, β=10)"``."""
+    """Short label of a sorter configuration, e.g. ``"diff_sort(cauchy, β=10)"``.
+
+    A non-default objective is appended (``"soft_sort(τ=1, positional_ce)"``);
+    the default adds nothing, so existing labels and run folders stay valid.
+    """
     if config["sorter"] == "diff_sort":
-        return f"diff_sort({config['relaxation']}, β={config['steepness']:g})"
-    return f"{config['sorter']}(τ={config['tau']:g})"
+        details = [str(config["relaxation"]), f"β={config['steepness']:g}"]
+    else:
+        details = [f"τ={config['tau']:g}"]
+    objective = config.get("objective", SORT_DEFAULTS["objective"])
+    if objective != SORT_DEFAULTS["objective"]:
+        details.append(objective)
+    return f"{config['sorter']}({', '.join(details)})"
 
 
 __all__ = ["SCORERS", "SORTERS", "SORT_DEFAULTS", "describe", "sort_task", "sorting_loss"]

@@ -1,6 +1,6 @@
 """The efficacy study: when do Newton losses beat the loss they wrap, and why.
 
-Three parts, each a set of resumable runs (:mod:`keras_newton.bench.grid`)
+Parts, each a set of resumable runs (:mod:`keras_newton.bench.grid`)
 written under ``<output_dir>/<part>/``:
 
 * **sweep** (the paper's Fig. 4): every method × Newton variant × damping λ
@@ -19,6 +19,17 @@ written under ``<output_dir>/<part>/``:
 * **diagnostics** are logged at every evaluation of every run (see
   :mod:`keras_newton.bench.diagnostics`); ``diagnostics_<method>.png`` shows
   them for the length runs.
+* **lr** (a control, not run by default: ``--parts lr --learning-rates 3e-4
+  1e-3 3e-3``): each method's baseline and every variant (at the method's
+  own ``dampings`` or the sweep's best λ) at every learning rate × seed; each
+  Newton row against the baseline at the same learning rate and at the
+  baseline's own best learning rate (chosen on validation, reported on
+  test), with Welch p. See :mod:`keras_newton.bench.lr_control`.
+
+The other control, the form of the ranking loss, is a method option:
+``--methods sorter=soft_sort sorter=soft_sort,objective=positional_ce`` runs
+both objectives of :class:`keras_newton.losses.SortingLoss` side by side in
+any part.
 
 Damping grid: ``10^k`` for ``k`` from ``log10(min)`` to ``log10(max)`` in
 steps of ``1 / per_decade`` (default 1e-3 … 1e3, half decades, as the paper's
@@ -26,6 +37,8 @@ grid).
 
 Example:
   $ keras-newton-bench study --quick --parts sweep --dampings 0.01 0.1 1
+  $ keras-newton-bench study --quick --parts lr --learning-rates 3e-4 1e-3 3e-3 \\
+      --methods sorter=neural_sort,dampings=hessian:0.0001+fisher:0.01
   >>> damping_grid(1e-3, 1e3, 2)[:3]
   [0.001, 0.00316, 0.01]
 
@@ -44,7 +57,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from keras_newton.bench import plots, results
+from keras_newton.bench import lr_control, plots, results
 from keras_newton.bench.grid import (
     TASKS,
     PlannedRun,
@@ -57,7 +70,8 @@ from keras_newton.bench.grid import (
 from keras_newton.bench.task import ADAPTIVE, format_damping, parse_damping
 from keras_newton.bench.training import RECORD_FILE, select
 
-PARTS = ("sweep", "length")
+PARTS = ("sweep", "length", "lr")
+DEFAULT_PARTS = ("sweep", "length")  # the lr control is asked for by name
 SELECTION = "exact_match"
 
 
@@ -295,7 +309,9 @@ def plot_length(gains: Sequence[dict], path: str) -> str:
 def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence[float],
               seeds: Sequence[int], output_dir: str, *, base_config: dict,
               budgets: Sequence[int], length_seeds: Sequence[int] | None = None,
-              parts: Sequence[str] = PARTS, shard: tuple[int, int] | None = None,
+              parts: Sequence[str] = DEFAULT_PARTS,
+              learning_rates: Sequence[float] = (),
+              shard: tuple[int, int] | None = None,
               verbose: int | str = 0, jit_compile: bool = True,
               log: Callable[[str], None] = print) -> dict:
     """Runs the study's parts and writes their files (see the module docstring).
@@ -307,12 +323,13 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
         ``"elementwise_hessian"``).
       dampings: the λ grid of the sweep.
       seeds: seeds of the sweep.
-      output_dir: results folder; parts go to ``sweep/`` and ``length/``.
+      output_dir: results folder; parts go to ``sweep/``, ``length/``, ``lr/``.
       base_config: sorting task configuration (``steps`` is the sweep's
         budget; ``eval_every`` must divide every budget).
       budgets: step budgets of the length part (the longest is trained).
       length_seeds: seeds of the length part (default: ``seeds``).
-      parts: which parts to run, in order.
+      parts: which parts to run, in order (:data:`PARTS`).
+      learning_rates: the lr part's learning rates.
       shard: ``(index, count)``: train only this worker's share, write nothing.
       verbose: Keras progress setting.
       jit_compile: XLA on (default).
@@ -333,13 +350,18 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
         raise ValueError(f"eval_every ({eval_every}) must divide every budget {budgets}")
     out = {"paths": {}, "tables": {}, "best": {}, "gains": [], "sweep_gains": []}
     sweep_dir = os.path.join(output_dir, "sweep")
-    runs = sweep_runs(methods, newton, dampings, seeds, sweep_dir, base_config)
+
+    def planned_sweep() -> list[PlannedRun]:
+        # Planned only where used: every λ builds its tasks (evaluation sets).
+        return sweep_runs(methods, newton, dampings, seeds, sweep_dir, base_config)
+
     config = {"methods": list(methods), "newton": list(newton),
               "dampings": [parse_damping(d) for d in dampings], "seeds": [int(s) for s in seeds],
               "base_config": dict(base_config), "budgets": budgets,
               "length_seeds": [int(s) for s in (length_seeds or seeds)],
               "selection": f"best λ by mean validation {SELECTION}"}
     if "sweep" in parts:
+        runs = planned_sweep()
         records = execute_runs(runs, shard=shard, verbose=verbose, jit_compile=jit_compile,
                                log=log)
         if shard is None:
@@ -373,7 +395,7 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
     if "length" in parts:
         if not out["best"]:
             # The length part needs the sweep's choice: read its finished runs.
-            out["best"] = best_dampings(finished_records(runs))
+            out["best"] = best_dampings(finished_records(planned_sweep()))
         length_dir = os.path.join(output_dir, "length")
         long_config = dict(base_config, steps=budgets[-1])
         runs_long = length_runs(methods, newton, out["best"], length_seeds or seeds,
@@ -398,6 +420,17 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
                     [r for r in records if r["method"] == method],
                     os.path.join(length_dir, f"diagnostics_{slug(method)}.png"),
                     title=f"{method}: diagnostics on 100 validation sets (mean over seeds)")
+    if "lr" in parts:
+        if not out["best"] and lr_control.variants_needing_a_best_damping(methods, newton):
+            out["best"] = best_dampings(finished_records(planned_sweep()))
+        control = lr_control.run_lr_control(
+            methods, newton, learning_rates, seeds, os.path.join(output_dir, "lr"),
+            base_config=base_config, best=out["best"], shard=shard, verbose=verbose,
+            jit_compile=jit_compile, log=log)
+        if shard is None:
+            out["paths"]["lr"] = control["paths"]
+            out["tables"]["lr"] = control["table"]
+            out["lr_rows"] = control["rows"]
     out["best"] = {f"{m} · {v}": d for (m, v), d in out["best"].items()}
     out["seconds"] = time.perf_counter() - started
     return out
@@ -409,13 +442,14 @@ def finished_records(runs: Sequence[PlannedRun]) -> list[dict]:
     for run in runs:
         path = os.path.join(run.run_dir, RECORD_FILE)
         if not os.path.exists(path):
-            raise RuntimeError(f"the length part needs the finished sweep ({path} is "
-                               "missing): run --parts sweep first, with the same flags")
+            raise RuntimeError(f"this part needs the finished sweep's best λ ({path} is "
+                               "missing): run --parts sweep first, with the same flags, "
+                               "or give every method its own dampings")
         with open(path, encoding="utf-8") as stream:
             records.append(dict(json.load(stream), method=run.method))
     return records
 
 
-__all__ = ["PARTS", "best_dampings", "damping_grid", "finished_records", "gain_by_budget",
+__all__ = ["DEFAULT_PARTS", "PARTS", "best_dampings", "damping_grid", "finished_records", "gain_by_budget",
            "length_runs",
            "run_study", "sweep_runs"]

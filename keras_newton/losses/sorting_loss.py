@@ -1,22 +1,42 @@
 """Ranking supervision through a differentiable sorter.
 
 Given the true values (or ranks) ``y`` of ``n`` items and predicted scores
-``s``, a relaxed permutation matrix ``P(s)`` is compared entry-wise with the
-exact permutation matrix ``Q(y)`` (same convention: ``[i, j]`` = item ``i`` at
-ascending position ``j``) by binary cross-entropy, averaged over the ``n x n``
-entries of each sample:
+``s``, a relaxed permutation matrix ``P(s)`` is compared with the exact
+permutation matrix ``Q(y)`` (same convention: ``[i, j]`` = item ``i`` at
+ascending position ``j``). Two objectives (``objective=``):
 
-.. math::
+* ``"bce"`` (default): binary cross-entropy entry by entry, averaged over the
+  ``n x n`` entries of each sample, as the differentiable-sorting-network
+  papers train (Petersen et al. 2021, 2022, 2024):
 
-    \\ell(y, s) = -\\frac{1}{n^2} \\sum_{i,j} Q_{ij} \\log \\tilde P_{ij}
-    + (1 - Q_{ij}) \\log (1 - \\tilde P_{ij}),
+  .. math::
 
-with ``log p~`` evaluated as ``log(p + eps) - log(1 + eps)`` (``eps =
-keras.config.epsilon()``): the loss is exactly 0 at a perfect prediction, and
-its first and second derivatives stay finite where ``P`` saturates (the
-Newton-Hessian path differentiates twice). Ties in ``y`` are resolved by
-``permutations.permutation_matrix`` (``"stable"``: input order, default;
-``"average"``: uniform over the tie group's positions).
+      \\ell(y, s) = -\\frac{1}{n^2} \\sum_{i,j} Q_{ij} \\log \\tilde P_{ij}
+      + (1 - Q_{ij}) \\log (1 - \\tilde P_{ij}).
+
+* ``"positional_ce"``: the cross-entropy of each sorted position's
+  distribution over the items (column ``j`` of ``P``), averaged over the
+  ``n`` positions, as NeuralSort (Grover et al. 2019) and SoftSort (Prillo &
+  Eisenschlos 2020) were introduced; with ``π^{-1}(j)`` the item at position
+  ``j``:
+
+  .. math::
+
+      \\ell(y, s) = -\\frac{1}{n} \\sum_{j} \\log \\tilde P_{\\pi^{-1}(j), j}
+      = -\\frac{1}{n} \\sum_{i,j} Q_{ij} \\log \\tilde P_{ij}.
+
+  The second form is the one computed: it extends to ``ties="average"``
+  (``Q`` then spreads a tie group's mass over its positions) and keeps a
+  NaN label's NaN row of ``Q`` in the sample's loss.
+
+In both, ``P`` is clipped to ``[0, 1]`` and ``log p~`` is evaluated as
+``log(p + eps) - log(1 + eps)`` (``eps = keras.config.epsilon()``): the loss
+is exactly 0 at a perfect prediction, and its first and second derivatives
+stay finite where ``P`` saturates (the Newton-Hessian path differentiates
+twice) without vanishing there, as a clip to ``[eps, 1]`` would make them.
+Ties in ``y`` are resolved by ``permutations.permutation_matrix``
+(``"stable"``: input order, default; ``"average"``: uniform over the tie
+group's positions).
 
 Example:
 
@@ -29,6 +49,10 @@ True
 References:
   Petersen, Borgelt, Kuehne, Deussen. "Differentiable Sorting Networks for
   Scalable Sorting and Ranking Supervision", ICML 2021.
+  Grover, Wang, Zweig, Ermon. "Stochastic Optimization of Sorting Networks
+  via Continuous Relaxations", ICLR 2019 (NeuralSort).
+  Prillo, Eisenschlos. "SoftSort: A Continuous Relaxation for the argsort
+  Operator", ICML 2020.
   Petersen et al. "Newton Losses: Using Curvature Information for Learning
   with Differentiable Algorithms", NeurIPS 2024.
 """
@@ -49,6 +73,7 @@ from keras_newton.sorting.permutations import permutation_matrix
 from keras_newton.sorting.relaxations import check_relaxation
 
 _POSITIVE = ("tau", "steepness", "power")
+OBJECTIVES = ("bce", "positional_ce")
 
 
 def _check_sorter_options(sorter: str, options: dict) -> dict:
@@ -94,13 +119,39 @@ def permutation_cross_entropy(
     return tf.reduce_mean(entries, axis=[-2, -1])
 
 
+def positional_cross_entropy(
+    p_true: tf.Tensor, p_pred: tf.Tensor, epsilon: float
+) -> tf.Tensor:
+    """Cross-entropy of each position's column, mean over the ``n`` positions.
+
+    ``-(1/n) Σ_ij Q_ij log P_ij`` (see the module docstring): the true item's
+    log-probability at every position, summed over items as a ``Q``-weighted
+    sum rather than gathered, so a NaN row of ``Q`` (NaN label) stays NaN.
+    """
+    p_pred = tf.clip_by_value(p_pred, 0.0, 1.0)
+    shift = tf.math.log1p(tf.cast(epsilon, p_pred.dtype))
+    log_p = tf.math.log(p_pred + epsilon) - shift
+    n = tf.cast(tf.shape(p_pred)[-1], p_pred.dtype)
+    return -tf.reduce_sum(p_true * log_p, axis=[-2, -1]) / n
+
+
+OBJECTIVE_FUNCTIONS = {
+    "bce": permutation_cross_entropy,
+    "positional_ce": positional_cross_entropy,
+}
+
+
 @keras.saving.register_keras_serializable(package="keras_newton")
 class SortingLoss(keras.losses.Loss):
-    """Binary cross-entropy between relaxed and true permutation matrices.
+    """Cross-entropy between relaxed and true permutation matrices.
 
     Args:
       sorter: ``"diff_sort"`` (default), ``"neural_sort"`` or ``"soft_sort"``.
       ties: How ties in ``y_true`` are resolved: ``"stable"`` or ``"average"``.
+      objective: ``"bce"`` (default: entry-wise binary cross-entropy, mean over
+        the ``n x n`` entries) or ``"positional_ce"`` (cross-entropy of each
+        sorted position's distribution over the items, mean over the ``n``
+        positions); see the module docstring.
       reduction, name, dtype: As for ``keras.losses.Loss``.
       **sorter_options: Keyword arguments of the sorter, e.g. ``network``,
         ``relaxation``, ``steepness``, ``art_lambda`` for ``diff_sort``, or
@@ -118,6 +169,7 @@ class SortingLoss(keras.losses.Loss):
         self,
         sorter: str = "diff_sort",
         ties: str = "stable",
+        objective: str = "bce",
         reduction: str = "sum_over_batch_size",
         name: str = "sorting_loss",
         dtype=None,
@@ -127,8 +179,13 @@ class SortingLoss(keras.losses.Loss):
         sorter_options = _check_sorter_options(sorter, sorter_options)
         if ties not in TIES:
             raise ValueError(f"Unknown `ties` {ties!r}; expected one of {TIES}.")
+        if not isinstance(objective, str) or objective not in OBJECTIVES:
+            raise ValueError(
+                f"Unknown `objective` {objective!r}; expected one of {OBJECTIVES}."
+            )
         self.sorter = sorter
         self.ties = ties
+        self.objective = objective
         self.sorter_options = dict(sorter_options)
 
     def call(self, y_true, y_pred):
@@ -143,7 +200,9 @@ class SortingLoss(keras.losses.Loss):
         _checks.static_length(y_pred, "y_pred")
         _, p_pred = SORTERS[self.sorter](y_pred, **self.sorter_options)
         p_true = permutation_matrix(y_true, self.ties, dtype=p_pred.dtype)
-        return permutation_cross_entropy(p_true, p_pred, keras.config.epsilon())
+        return OBJECTIVE_FUNCTIONS[self.objective](
+            p_true, p_pred, keras.config.epsilon()
+        )
 
     def get_config(self):
         relaxation = self.sorter_options.get("relaxation")
@@ -153,5 +212,8 @@ class SortingLoss(keras.losses.Loss):
                 "be serialized; use a relaxation name."
             )
         config = super().get_config()
-        config.update(sorter=self.sorter, ties=self.ties, **self.sorter_options)
+        config.update(
+            sorter=self.sorter, ties=self.ties, objective=self.objective,
+            **self.sorter_options,
+        )
         return config

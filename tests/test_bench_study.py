@@ -55,6 +55,9 @@ def test_study_writes_sweep_length_and_diagnostics(reference):
     assert any(f.startswith("diagnostics_") for f in os.listdir(reference / "length"))
 
 
+# Slow: a second tiny study that is killed and resumed; resuming single runs
+# is covered by tests/test_bench_resume.py in the default suite.
+@pytest.mark.slow
 def test_study_resumes_after_a_kill(reference, tmp_path, monkeypatch):
     calls = {"n": 0}
     original = grid.run_training

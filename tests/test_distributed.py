@@ -67,8 +67,14 @@ def _free_ports(count):
     return ports
 
 
-@pytest.mark.parametrize("api", ["loss", "model"])
-@pytest.mark.parametrize("curvature", ["hessian", "fisher"])
+# Each case trains in two fresh processes; the default suite keeps one case
+# per API (the Hessian with the model, the Fisher with the loss) and the
+# other two run with -m slow.
+@pytest.mark.parametrize("curvature, api", [
+    ("hessian", "model"), ("fisher", "loss"),
+    pytest.param("hessian", "loss", marks=pytest.mark.slow),
+    pytest.param("fisher", "model", marks=pytest.mark.slow),
+])
 def test_mirrored_strategy_equals_single_device(tmp_path, curvature, api):
     single, single_out = _train(tmp_path, "single", curvature, api)
     mirrored, mirrored_out = _train(tmp_path, "mirrored", curvature, api)
@@ -117,7 +123,7 @@ def test_mirrored_adaptive_damping_equals_single_device(tmp_path):
             np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.parametrize("curvature", ["hessian", "fisher"])
+@pytest.mark.parametrize("curvature", ["hessian", pytest.param("fisher", marks=pytest.mark.slow)])
 def test_multi_worker_mirrored_strategy_equals_single_device(tmp_path, curvature):
     # Each process trains a NewtonLossModel and a keras.Model compiled with
     # NewtonLoss, in turn (both driven by strategy.run(model.train_step)).

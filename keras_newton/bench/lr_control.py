@@ -273,11 +273,8 @@ def write_lr_files(output_dir: str, rows: Sequence[dict], config: dict) -> dict[
 
 def plot_lr(rows: Sequence[dict], path: str) -> str:
     """Test exact match (± std over seeds) against the learning rate, per variant."""
-    methods = list(dict.fromkeys(row["method"] for row in rows))
-    with plots.figure_file(path, 1, len(methods), figsize=(4.4 * len(methods), 3.6), dpi=100,
-                           squeeze=False) as (_, axes):
-        for ax, method in zip(axes[0], methods):
-            mine = [row for row in rows if row["method"] == method]
+    with plots.method_panels(path, rows, "learning rate (Adam)", width=4.4) as panels:
+        for ax, method, mine in panels:
             newton_of = {row["variant"]: row["newton"] for row in mine}
             for variant, newton in newton_of.items():
                 points = sorted((r["learning_rate"], r["test"]) for r in mine
@@ -287,12 +284,6 @@ def plot_lr(rows: Sequence[dict], path: str) -> str:
                             yerr=[100 * p[1][1] for p in points], marker="o", markersize=3,
                             capsize=2, color="grey" if baseline else None,
                             label=variant.split(" · ", 1)[-1])
-            ax.set_xscale("log")
-            ax.set_xlabel("learning rate (Adam)")
-            ax.set_ylabel("test exact match (%)")
-            ax.set_title(method, fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
     return path
 
 

@@ -114,6 +114,28 @@ def figure_file(path: str, nrows: int = 1, ncols: int = 1, **subplots_options):
         plt.close(figure)
 
 
+@contextlib.contextmanager
+def method_panels(path: str, rows, x_label: str, width: float = 4.3):
+    """Yields ``[(axis, method, rows of that method)]``: one log-x panel per method.
+
+    On exit each panel gets its labels, title, grid and legend, and the PNG
+    is written (the layout the study's per-method plots share).
+    """
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    with figure_file(path, 1, len(methods), figsize=(width * len(methods), 3.6), dpi=100,
+                     squeeze=False) as (_, axes):
+        panels = [(ax, method, [row for row in rows if row["method"] == method])
+                  for ax, method in zip(axes[0], methods)]
+        yield panels
+        for ax, method, _ in panels:
+            ax.set_xscale("log")
+            ax.set_xlabel(x_label)
+            ax.set_ylabel("test exact match (%)")
+            ax.set_title(method, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+
+
 DIAGNOSTIC_PANELS = (
     ("grad_norm_spread", "per-set ‖g‖: max / median", True),
     ("grad_norm_median", "per-set ‖g‖: median", True),

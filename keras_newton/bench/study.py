@@ -258,11 +258,8 @@ def adaptive_table(records: Sequence[dict], best: dict) -> str:
 
 def plot_sweep(summary: Sequence[dict], path: str) -> str:
     """Test exact match against λ per method (panels) and variant; baseline band."""
-    methods = list(dict.fromkeys(e["method"] for e in summary))
-    with plots.figure_file(path, 1, len(methods), figsize=(4.2 * len(methods), 3.6), dpi=100,
-                           squeeze=False) as (_, axes):
-        for ax, method in zip(axes[0], methods):
-            rows = [e for e in summary if e["method"] == method]
+    with plots.method_panels(path, summary, "damping λ", width=4.2) as panels:
+        for ax, method, rows in panels:
             for entry in rows:
                 if entry["newton"] == "none":
                     mean, std, _ = entry[SELECTION]
@@ -280,12 +277,6 @@ def plot_sweep(summary: Sequence[dict], path: str) -> str:
                     if e["newton"] == newton and e["damping"] == ADAPTIVE:
                         ax.axhline(100 * e[SELECTION][0], linestyle="--",
                                    color=line[0].get_color(), label=f"{newton}, adaptive λ")
-            ax.set_xscale("log")
-            ax.set_xlabel("damping λ")
-            ax.set_ylabel("test exact match (%)")
-            ax.set_title(method, fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
     return path
 
 

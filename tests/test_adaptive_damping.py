@@ -53,7 +53,7 @@ def test_bad_constants_are_named(kwargs, match):
 
 
 def test_unknown_damping_string_is_an_error():
-    with pytest.raises(ValueError, match="damping"):
+    with pytest.raises(TypeError, match="damping"):
         kn.NewtonLoss("mse", damping="adaptiv")
 
 

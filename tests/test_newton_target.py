@@ -251,7 +251,7 @@ def test_curvature_protocol_is_used_and_checked(rng):
         (dict(curvature="newton"), ValueError, "curvature"),
         (dict(damping=-1.0), ValueError, "damping"),
         (dict(damping=float("nan")), ValueError, "damping"),
-        (dict(damping="big"), TypeError, "damping"),
+        (dict(damping="big"), TypeError, "damping"),  # strings: only "adaptive"
     ],
 )
 def test_bad_options_raise(kwargs, error, match):

@@ -99,8 +99,8 @@ def as_damping_rule(damping):
     'AdaptiveDamping'
     """
     if isinstance(damping, str):
-        if damping != "adaptive":
-            raise ValueError(
+        if damping != "adaptive":  # the only string; "0.1" is not a number
+            raise TypeError(
                 f"damping must be a number >= 0, 'adaptive' or a damping rule, got {damping!r}.")
         from keras_newton.newton.adaptive_damping import AdaptiveDamping
 

@@ -5,6 +5,15 @@ values: ordinary, huge, tiny, NaN, ±inf, ties and all-equal rows. Each
 property is written once and registered twice by :func:`fuzz_tests`: with
 the bounded ``fuzz_default`` profile, and ``slow``-marked with
 ``fuzz_slow``.
+
+Profiles: ``fuzz_default`` keeps the whole suite well under two minutes on a
+small CPU machine: few examples per property, derandomized (the same
+examples every run, so its wall time is stable), no example database
+written into the checkout. ``fuzz_slow`` (the ``slow``-marked twins, run
+with ``-m slow``) draws many more, randomly. XLA compiles take seconds, so
+there are no deadlines. They are registered here, not in a ``conftest.py``:
+a second ``conftest`` module under ``tests/`` would shadow the one the other
+test files import ``run_in_mode`` from.
 """
 
 import re
@@ -12,9 +21,21 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+_COMMON = dict(
+    deadline=None,
+    database=None,
+    print_blob=True,
+    # No "explain" phase: it writes patch files into .hypothesis/.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                           HealthCheck.filter_too_much],
+)
+settings.register_profile("fuzz_default", max_examples=10, derandomize=True, **_COMMON)
+settings.register_profile("fuzz_slow", max_examples=200, derandomize=False, **_COMMON)
 
 DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 BATCH_SIZES = st.sampled_from([0, 1, 3])

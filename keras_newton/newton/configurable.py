@@ -15,14 +15,16 @@ Example:
 (True, Rate(value=2.0))
 """
 
+import abc
 import json
 
 
-class Configurable:
-    """Mixin: ``from_config``, ``==``, ``hash`` and ``repr`` from ``get_config()``."""
+class Configurable(abc.ABC):
+    """Base: ``from_config``, ``==``, ``hash`` and ``repr`` from ``get_config()``."""
 
+    @abc.abstractmethod
     def get_config(self) -> dict:
-        raise NotImplementedError
+        """The constructor's keyword arguments that rebuild this part."""
 
     @classmethod
     def from_config(cls, config: dict):

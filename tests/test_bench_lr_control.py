@@ -112,6 +112,19 @@ def test_new_columns_in_markdown_csv_and_json(tmp_path):
     assert open(paths["plot"], "rb").read(4) == b"\x89PNG"
 
 
+def test_learning_rate_axis_labels_exactly_the_rates(tmp_path):
+    # A log axis over about one decade labels its minor ticks, on top of each other.
+    from keras_newton.bench import plots
+
+    rows = [{"method": "m"}]
+    with plots.method_panels(str(tmp_path / "p.png"), rows, "lr",
+                             x_ticks=[3e-4, 1e-3, 3e-3]) as panels:
+        ax = panels[0][0]
+        ax.plot([3e-4, 1e-3, 3e-3], [1, 2, 3], label="line")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.0003", "0.001", "0.003"]
+    assert all(not t.get_text() for t in ax.get_xticklabels(minor=True))
+
+
 CONFIG = {"n": 3, "steps": 2, "eval_every": 1, "batch_size": 2, "eval_sets": 4}
 
 

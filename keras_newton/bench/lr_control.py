@@ -273,7 +273,9 @@ def write_lr_files(output_dir: str, rows: Sequence[dict], config: dict) -> dict[
 
 def plot_lr(rows: Sequence[dict], path: str) -> str:
     """Test exact match (± std over seeds) against the learning rate, per variant."""
-    with plots.method_panels(path, rows, "learning rate (Adam)", width=4.4) as panels:
+    rates = sorted({float(row["learning_rate"]) for row in rows})
+    with plots.method_panels(path, rows, "learning rate (Adam)", width=4.4,
+                             x_ticks=rates) as panels:
         for ax, method, mine in panels:
             newton_of = {row["variant"]: row["newton"] for row in mine}
             for variant, newton in newton_of.items():

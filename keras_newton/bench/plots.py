@@ -115,11 +115,15 @@ def figure_file(path: str, nrows: int = 1, ncols: int = 1, **subplots_options):
 
 
 @contextlib.contextmanager
-def method_panels(path: str, rows, x_label: str, width: float = 4.3):
+def method_panels(path: str, rows, x_label: str, width: float = 4.3,
+                  x_ticks: Sequence[float] | None = None):
     """Yields ``[(axis, method, rows of that method)]``: one log-x panel per method.
 
     On exit each panel gets its labels, title, grid and legend, and the PNG
-    is written (the layout the study's per-method plots share).
+    is written (the layout the study's per-method plots share). ``x_ticks``
+    labels exactly those x values (``%g``), without minor labels: a log axis
+    spanning about one decade otherwise labels its minor ticks on top of
+    each other.
     """
     methods = list(dict.fromkeys(row["method"] for row in rows))
     with figure_file(path, 1, len(methods), figsize=(width * len(methods), 3.6), dpi=100,
@@ -129,6 +133,10 @@ def method_panels(path: str, rows, x_label: str, width: float = 4.3):
         yield panels
         for ax, method, _ in panels:
             ax.set_xscale("log")
+            if x_ticks is not None:
+                from matplotlib.ticker import NullFormatter  # matplotlib loads lazily
+                ax.set_xticks(list(x_ticks), [f"{x:g}" for x in x_ticks])
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(x_label)
             ax.set_ylabel("test exact match (%)")
             ax.set_title(method, fontsize=9)

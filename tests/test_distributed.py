@@ -87,6 +87,7 @@ def test_mirrored_strategy_equals_single_device(tmp_path, curvature, api):
     assert _logged(single_log, f"{api} largest weight change") > 0.05
 
 
+@pytest.mark.slow  # the Woodbury solve's all-reduce; test_affordable_hessian mirrors a sketch
 def test_mirrored_woodbury_fisher_equals_single_device(tmp_path):
     # m = 300 outputs > 256 and > the global batch of 8: solver="auto" picks
     # the Woodbury solve, which all-gathers the gradients of both replicas.

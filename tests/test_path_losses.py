@@ -109,8 +109,11 @@ def _path_data(rng, n=16, h=3, w=3):
 
 
 # Tiny grids and few sweeps: XLA compile time of the (unrolled) relaxed path
-# and of its nested-tape Hessian dominates these tests.
-@pytest.mark.parametrize("curvature", ["hessian", "fisher"])
+# and of its nested-tape Hessian dominates these tests (the Hessian case, two
+# minutes, runs with -m slow; test_affordable_hessian's test_fit_stays_finite
+# trains a path Hessian under XLA in the default suite).
+@pytest.mark.parametrize("curvature", [pytest.param("hessian", marks=pytest.mark.slow),
+                                       "fisher"])
 def test_newton_loss_fit_jit(curvature, rng):
     x, y = _path_data(rng)
     keras.utils.set_random_seed(0)

@@ -203,7 +203,8 @@ def test_hessian_by_nested_tapes_matches_finite_differences(mode, loop, rng):
     np.testing.assert_allclose(analytic, analytic.T, atol=1e-8)
 
 
-@pytest.mark.parametrize("mode", ["eager", "xla"])
+# The XLA case (a minute of compile) runs with -m slow; eager checks the same math.
+@pytest.mark.parametrize("mode", ["eager", pytest.param("xla", marks=pytest.mark.slow)])
 def test_float32_second_derivatives_are_finite_next_to_far_cells(mode, rng):
     # Neighbours at distance 1e12 (outside the grid or not reached yet) have
     # weight exactly 0, but their 1e12 gaps used to reach second derivatives

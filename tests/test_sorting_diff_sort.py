@@ -191,7 +191,10 @@ def test_infinite_steepness_gives_exact_permutation(network, rng):
         assert np.abs(soft[0] - exact).max() > 0.05
 
 
-@pytest.mark.parametrize("network", NETWORK_NAMES)
+# One network in the default suite; both with -m slow (each takes a minute).
+@pytest.mark.parametrize("network", [
+    pytest.param(name, marks=pytest.mark.slow) if name != "odd_even" else name
+    for name in NETWORK_NAMES])
 def test_monotonic_relaxations_have_nonnegative_jacobian(network, rng):
     # Monotonic sorting networks (Petersen et al., 2022): increasing any input
     # never decreases any relaxed sorted output. The logistic one is not.

@@ -51,7 +51,16 @@ def _spread_inputs(rng, n):
     return (rng.permutation(n) * 0.4 + rng.uniform(-0.1, 0.1, size=n))[None]
 
 
-@pytest.mark.parametrize("sorter,options", SORTERS, ids=IDS)
+def _bitonic_but_one_slow(sorters, ids):
+    # The bitonic network shares its comparators' relaxations with odd-even:
+    # one relaxation checks it by default, the others run with -m slow.
+    return [pytest.param(*case, id=name,
+                         marks=[pytest.mark.slow] if name.endswith("-bitonic")
+                         and name != "logistic-bitonic" else [])
+            for case, name in zip(sorters, ids)]
+
+
+@pytest.mark.parametrize("sorter,options", _bitonic_but_one_slow(SORTERS, IDS))
 def test_gradient_and_hessian_match_finite_differences(sorter, options, rng):
     n = 5
     x = tf.constant(_spread_inputs(rng, n))
@@ -84,7 +93,11 @@ def test_second_derivatives_are_finite_at_ties(sorter, options):
     assert np.isfinite(hessian.numpy()).all()
 
 
-@pytest.mark.parametrize("relaxation", ["logistic", "logistic_phi", "optimal"])
+# One relaxation in all three modes by default (the relaxations' derivatives
+# are checked in eager above); all three with -m slow.
+@pytest.mark.parametrize("relaxation", [pytest.param("logistic", marks=pytest.mark.slow),
+                                        "logistic_phi",
+                                        pytest.param("optimal", marks=pytest.mark.slow)])
 def test_hessian_vector_product_in_all_modes(mode, relaxation, rng):
     # Reverse-over-reverse Hessian-vector product vs central differences of
     # the gradient along the same vector.

@@ -234,7 +234,7 @@ def test_lr_part_without_lambdas_needs_the_sweep(tmp_path):
 
 
 def _preset_commands():
-    """The two commands of the comment block in presets.py, as argument lists."""
+    """The two control commands of the comment block in presets.py, as argument lists."""
     import inspect
     import shlex
 
@@ -244,7 +244,8 @@ def _preset_commands():
     commands, current = [], None
     for line in source.splitlines():
         text = line.lstrip("# ").rstrip()
-        if text.startswith("keras-newton-bench study") and "--parts lr" in text:
+        if (text.startswith("keras-newton-bench study") and "--parts lr" in text) or \
+                (text.startswith("keras-newton-bench grid") and "--steps 2000" in text):
             current = []
             commands.append(current)
         if current is not None and line.startswith("#"):
@@ -257,27 +258,34 @@ def _preset_commands():
 def test_the_preset_commands_plan_the_documented_runs(tmp_path):
     from keras_newton.bench import presets
 
-    first, second = _preset_commands()
-    planned = []
-    for argv in (first, second):
-        args = cli.build_parser().parse_args(argv)
-        assert args.parts == ["lr"] and args.learning_rates == [3e-4, 1e-3, 3e-3]
-        config = dict(presets.STUDY_QUICK, **cli.task_config(args, "sort"))
-        config["eval_sets"] = 4  # planning builds the evaluation sets; keep it cheap
-        planned.append(lr_control.lr_runs(cli._method_configs(args), args.newton,
-                                          args.learning_rates, args.seeds, str(tmp_path),
-                                          config))
-    assert len(planned[0]) == 54 and len(planned[1]) == 108
-    # The second command reuses every folder of the first.
-    assert {r.run_dir for r in planned[0]} < {r.run_dir for r in planned[1]}
+    learning_rate, objective = _preset_commands()
+    args = cli.build_parser().parse_args(learning_rate)
+    assert args.parts == ["lr"] and args.learning_rates == [3e-4, 1e-3, 3e-3, 1e-2]
+    config = dict(presets.STUDY_QUICK, **cli.task_config(args, "sort"))
+    config["eval_sets"] = 4  # planning builds the evaluation sets; keep it cheap
+    lr_planned = lr_control.lr_runs(cli._method_configs(args), args.newton,
+                                    args.learning_rates, args.seeds, str(tmp_path), config)
+    args = cli.build_parser().parse_args(objective)
+    config = dict(cli.task_config(args, "sort"), eval_sets=4)
+    objective_planned, _ = grid.plan_grid("sort", cli._method_configs(args), args.newton,
+                                          args.seeds, str(tmp_path), base_config=config)
+    assert len(lr_planned) == 72 and len(objective_planned) == 18
     # λ are the main job's (QUICK_GRID_METHODS), for both objectives.
     main_job = {m["sorter"]: m["dampings"] for m in presets.QUICK_GRID_METHODS["sort"]
                 if m["sorter"] != "diff_sort"}
-    for run in planned[1]:
+    for run in lr_planned + objective_planned:
         assert run.task.config["n"] == 10 and run.task.config["steps"] == 2000
         if run.variant.is_newton:
             assert run.variant.damping == main_job[run.task.config["sorter"]][run.variant.newton]
-    assert {r.task.config["objective"] for r in planned[1]} == {"bce", "positional_ce"}
+    assert {r.task.config["objective"] for r in lr_planned} == {"bce"}
+    assert {r.task.config["objective"] for r in objective_planned} == {"positional_ce"}
+    # The objective control's runs equal the BCE runs at 1e-3 but for the objective.
+    bce = {(r.task.config["sorter"], r.variant.newton, r.seed): r.task.config
+           for r in lr_planned if r.task.config["learning_rate"] == 1e-3}
+    for run in objective_planned:
+        twin = bce[(run.task.config["sorter"], run.variant.newton, run.seed)]
+        assert {k: v for k, v in run.task.config.items() if twin.get(k) != v} == {
+            "objective": "positional_ce"}
 
 
 def test_the_readme_shows_the_preset_commands():

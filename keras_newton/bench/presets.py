@@ -87,25 +87,24 @@ STUDY_QUICK_SEEDS = (0, 1)
 STUDY_QUICK_BUDGETS = (500, 1500, 5000, 15000)
 # The learning-rate control (study --parts lr): around the paper's Adam 1e-3.
 LR_CONTROL_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
-# Issue 14's controls, sized for 2 cores (two workers): n = 10, 2000 steps,
-# seeds 0 1 2, NeuralSort and SoftSort, Newton-Hessian and Newton-Fisher at
-# the λ of QUICK_GRID_METHODS (the sweep's best). Results go to
-# bench_results/controls/lr/ (lr_control.md / .csv / .json / .png).
-# 1. The learning rate: baseline vs Newton at every rate (54 runs):
-#   keras-newton-bench study --quick --parts lr --learning-rates 3e-4 1e-3 3e-3 \
+# Issue 14's controls, as run for the README (docs/controls/), sized for 2
+# cores (two workers): n = 10, 2000 steps, seeds 0 1 2, NeuralSort and
+# SoftSort, Newton-Hessian and Newton-Fisher at the λ of QUICK_GRID_METHODS
+# (the sweep's best).
+# 1. The learning rate: baseline vs Newton at every rate (72 runs; 1e-2 was
+#    added after 3e-3 came out best for every row), into
+#    bench_results/controls/lr/ (lr_control.md / .csv / .json / .png):
+#   keras-newton-bench study --quick --parts lr --learning-rates 3e-4 1e-3 3e-3 1e-2 \
 #     --seeds 0 1 2 --steps 2000 --newton hessian fisher \
 #     --output-dir bench_results/controls \
 #     --methods sorter=neural_sort,dampings=hessian:0.0001+fisher:0.01 \
 #               sorter=soft_sort,dampings=hessian:0.001+fisher:0.001
-# 2. The ranking loss's form: the same plus both sorters under
-#    objective=positional_ce; the first command's 54 runs are reused (same
-#    folders), 54 more are trained, and the tables hold all four methods:
-#   keras-newton-bench study --quick --parts lr --learning-rates 3e-4 1e-3 3e-3 \
-#     --seeds 0 1 2 --steps 2000 --newton hessian fisher \
-#     --output-dir bench_results/controls \
-#     --methods sorter=neural_sort,dampings=hessian:0.0001+fisher:0.01 \
-#               sorter=soft_sort,dampings=hessian:0.001+fisher:0.001 \
-#               sorter=neural_sort,objective=positional_ce,dampings=hessian:0.0001+fisher:0.01 \
+# 2. The ranking loss's form: both sorters under objective=positional_ce at
+#    the paper's Adam 1e-3 (18 runs), compared with the BCE rows of (1) at
+#    1e-3, which have the same configuration but the objective:
+#   keras-newton-bench grid --quick --task sort --steps 2000 --seeds 0 1 2 \
+#     --newton none hessian fisher --output-dir bench_results/controls_objective \
+#     --methods sorter=neural_sort,objective=positional_ce,dampings=hessian:0.0001+fisher:0.01 \
 #               sorter=soft_sort,objective=positional_ce,dampings=hessian:0.001+fisher:0.001
 
 GRID_NEWTON = {

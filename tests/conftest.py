@@ -4,14 +4,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# Most of an XLA test's time is LLVM compiling tiny graphs; its lowest
-# optimization level compiles them about a fifth faster here. The operations
-# are the same; results may differ in the last bits, as between eager and
-# XLA, which every tolerance of the suite already allows. Subprocesses of
-# tests inherit it.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
 
 import numpy as np
 import pytest

@@ -109,3 +109,36 @@ def test_every_evaluation_logs_the_diagnostics(tmp_path):
     for entry in record["history"]:
         for name in diagnostics.DIAGNOSTICS:
             assert math.isfinite(entry[f"diag_{name}"]), name
+
+
+@pytest.mark.parametrize("newton", ["none", "hessian", "fisher", "elementwise_hessian"])
+def test_monitor_equals_eager_diagnostics(newton):
+    # The monitor traces its derivatives (Hessians only where the variant
+    # needs them) and its Newton target once; values must not change.
+    task = sort_task({"n": 4, "steps": 2, "eval_every": 2, "batch_size": 3, "eval_sets": 8,
+                      "scorer": "mlp"})
+    variant = Variant("v", newton=newton, damping=0.05)
+    model = build_variant_model(task, variant, 0, jit_compile=False)
+    monitor = diagnostics.make_monitor(task, variant, num_sets=6)
+    first, again = monitor(model), monitor(model)
+    x, y = task.eval_sets["validation"]
+    scores = model.predict(x[:6], verbose=0)
+    expected = diagnostics.sorting_diagnostics(task.loss, y[:6], scores, newton, 0.05)
+    for values in (first, again):
+        assert set(values) == set(expected)
+        for name, value in expected.items():
+            if math.isnan(value):
+                assert math.isnan(values[name]), name
+            else:
+                np.testing.assert_allclose(values[name], value, rtol=1e-5, err_msg=name)
+
+
+def test_per_set_derivatives_without_hessians():
+    rng = np.random.default_rng(3)
+    loss = SortingLoss("soft_sort")
+    y_true = tf.constant(rng.normal(size=(5, 4)), tf.float32)
+    y_pred = tf.constant(rng.normal(size=(5, 4)), tf.float32)
+    gradients, hessians = diagnostics.per_set_derivatives(loss, y_true, y_pred)
+    only, none = diagnostics.per_set_derivatives(loss, y_true, y_pred, hessians=False)
+    assert none is None and hessians.shape == (5, 4, 4)
+    np.testing.assert_allclose(only.numpy(), gradients.numpy(), rtol=1e-6)

@@ -9,7 +9,7 @@ import pytest
 
 from keras_newton.bench import seed_state, training
 from keras_newton.bench.sort_task import sort_task
-from keras_newton.bench.task import Variant, build_variant_model
+from keras_newton.bench.task import Variant, build_variant_model, steps_per_execution
 
 
 class Killed(Exception):
@@ -25,7 +25,9 @@ class KillAt(keras.callbacks.Callback):
         self.current = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if (self.current, batch) == (self.epoch, self.batch):
+        # With several steps per execution, ``batch`` is the last step of
+        # the call, so the kill comes at the first call that reaches it.
+        if self.current == self.epoch and batch >= self.batch:
             raise Killed()
 
 
@@ -117,6 +119,34 @@ def test_reused_compiled_model_equals_fresh_model(task, reference, tmp_path):
     reused = training.run_training(task, VARIANT, 3, str(tmp_path / "reused"), verbose=0,
                                    jit_compile=False, model=model)
     _assert_same(reused, reference)
+
+
+@pytest.mark.parametrize("eval_every, limit, expected",
+                         [(500, 50, 50), (2, 50, 2), (97, 50, 1), (1000, 30, 25), (1, 50, 1)])
+def test_steps_per_execution_is_the_largest_divisor(eval_every, limit, expected):
+    assert steps_per_execution(eval_every, limit) == expected
+
+
+@pytest.mark.parametrize("eval_every, limit", [(0, 50), (10, 0)])
+def test_steps_per_execution_rejects_non_positive(eval_every, limit):
+    with pytest.raises(ValueError, match="eval_every and limit"):
+        steps_per_execution(eval_every, limit)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["eager_fn", "xla"])
+def test_several_steps_per_execution_train_the_same_run(task, tmp_path, jit_compile):
+    # run_training compiles with steps_per_execution(eval_every) = 2 here; one
+    # step per call must give the same history and weights.
+    runs = {}
+    for per_call in (None, 1):
+        keras.backend.clear_session()
+        model = (None if per_call is None else
+                 build_variant_model(task, VARIANT, seed=3, jit_compile=jit_compile,
+                                     steps_per_execution=per_call))
+        runs[per_call] = training.run_training(task, VARIANT, 3, str(tmp_path / str(per_call)),
+                                               verbose=0, jit_compile=jit_compile, model=model)
+    assert steps_per_execution(task.config["eval_every"]) == 2
+    _assert_same(runs[None], runs[1])
 
 
 # --- stochastic losses: the noise is part of the training state ---------------

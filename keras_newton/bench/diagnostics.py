@@ -59,12 +59,15 @@ DIAGNOSTICS = ("grad_norm_spread", "grad_norm_median", "score_std", "curvature_e
 DIAGNOSTIC_SETS = 100  # Sets of the validation split the diagnostics look at.
 
 
-def per_set_derivatives(loss: keras.losses.Loss, y_true: tf.Tensor,
-                        y_pred: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def per_set_derivatives(loss: keras.losses.Loss, y_true: tf.Tensor, y_pred: tf.Tensor,
+                        hessians: bool = True) -> tuple[tf.Tensor, tf.Tensor | None]:
     """Per-set gradients ``[B, n]`` and Hessians ``[B, n, n]`` of ``loss.call``.
 
     Sets are independent (``loss.call`` returns one value per set), so the
-    gradient of the sum holds every set's own gradient.
+    gradient of the sum holds every set's own gradient. With
+    ``hessians=False`` the second value is ``None``: the baseline and the
+    Fisher need only gradients, and the Hessian's ``batch_jacobian`` is
+    slow to trace through a sorting network (tens of seconds).
     """
     with tf.GradientTape() as outer:
         outer.watch(y_pred)
@@ -72,7 +75,7 @@ def per_set_derivatives(loss: keras.losses.Loss, y_true: tf.Tensor,
             inner.watch(y_pred)
             total = tf.reduce_sum(loss.call(y_true, y_pred))
         gradients = inner.gradient(total, y_pred)
-    return gradients, outer.batch_jacobian(gradients, y_pred)
+    return gradients, (outer.batch_jacobian(gradients, y_pred) if hessians else None)
 
 
 def order_basis(n: int) -> np.ndarray:
@@ -85,7 +88,8 @@ def order_basis(n: int) -> np.ndarray:
 
 def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
                         damping: float, derivatives: Callable | None = None,
-                        damping_ratio: float | None = None) -> dict[str, float]:
+                        damping_ratio: float | None = None,
+                        target: Callable | None = None) -> dict[str, float]:
     """The diagnostics of the module docstring for one batch of sets.
 
     Args:
@@ -99,6 +103,8 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
       damping_ratio: for adaptive damping, ``λ / κ`` (then ``damping`` is
         ignored and ``λ`` is this ratio times the batch curvature's
         root-mean-square eigenvalue ``κ``).
+      target: ``(y_true, y_pred, damping) -> z*``, by default
+        :func:`keras_newton.newton_target` of ``loss`` with curvature ``newton``.
 
     Returns:
       ``{name: float}`` for every name in :data:`DIAGNOSTICS`.
@@ -108,7 +114,8 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
     y_true = tf.convert_to_tensor(y_true, tf.float32)
     y_pred = tf.convert_to_tensor(y_pred, tf.float32)
     if derivatives is None:
-        gradients, hessians = per_set_derivatives(loss, y_true, y_pred)
+        gradients, hessians = per_set_derivatives(
+            loss, y_true, y_pred, hessians=newton in ("hessian", "elementwise_hessian"))
     else:
         gradients, hessians = derivatives(y_true, y_pred)
     g = gradients.numpy().astype(np.float64)
@@ -122,13 +129,11 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
     if newton == "none":
         return out
     basis = order_basis(g.shape[1])
-    h = hessians.numpy().astype(np.float64)
-    if newton == "hessian":
-        matrices = h.mean(axis=0)[None]
-    elif newton == "fisher":
+    if newton == "fisher":
         matrices = np.einsum("bi,bj->ij", g, g)[None] / g.shape[0]
     else:
-        matrices = h
+        h = hessians.numpy().astype(np.float64)
+        matrices = h.mean(axis=0)[None] if newton == "hessian" else h
     if damping_ratio is not None:
         # κ as the Newton step computes it: ‖M‖_F / √m (mean over sets, element-wise).
         scale = float(np.sqrt(np.mean(np.sum(matrices ** 2, axis=(1, 2)) / g.shape[1])))
@@ -138,8 +143,10 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
     eigenvalues = np.linalg.eigvalsh(0.5 * (projected + np.swapaxes(projected, 1, 2)))
     out["curvature_eig_min"] = float(eigenvalues.min() + damping)
     out["curvature_eig_max"] = float(eigenvalues.max() + damping)
-    target = newton_target(loss, y_true, y_pred, curvature=newton, damping=damping)
-    step = (y_pred - target).numpy().astype(np.float64)
+    if target is None:
+        def target(t, s, d):
+            return newton_target(loss, t, s, curvature=newton, damping=d)
+    step = (y_pred - target(y_true, y_pred, float(damping))).numpy().astype(np.float64)
     step_norm, gradient_norm = np.linalg.norm(step), np.linalg.norm(g)
     if step_norm > 0 and gradient_norm > 0:
         out["newton_cosine"] = float(np.sum(step * g) / (step_norm * gradient_norm))
@@ -152,8 +159,17 @@ def make_monitor(task: Task, variant: Variant,
     """``model -> diagnostics`` on the first ``num_sets`` validation sets of ``task``."""
     x, y = task.eval_sets["validation"]
     x, y = x[:num_sets], y[:num_sets]
-    # Traced once: eager batch_jacobian re-traces its pfor at every call.
-    derivatives = tf.function(lambda t, s: per_set_derivatives(task.loss, t, s))
+    # Traced once per monitor (a grid keeps one per compiled model): eager
+    # batch_jacobian, and the Newton target's Jacobians, re-trace their pfor
+    # at every call. A new damping (adaptive) re-traces the target.
+    hessians = variant.newton in ("hessian", "elementwise_hessian")
+    derivatives = tf.function(lambda t, s: per_set_derivatives(task.loss, t, s, hessians))
+    target = None
+    if variant.is_newton:
+        from keras_newton import newton_target
+
+        target = tf.function(lambda t, s, damping: newton_target(
+            task.loss, t, s, curvature=variant.newton, damping=damping))
 
     def monitor(model: keras.Model) -> dict[str, float]:
         scores = model.predict(x, batch_size=task.eval_batch_size, verbose=0)
@@ -162,7 +178,8 @@ def make_monitor(task: Task, variant: Variant,
         ratio = float(states[0].ratio.numpy()) if states else None
         return sorting_diagnostics(task.loss, y, scores, variant.newton,
                                    0.0 if ratio is not None else variant.damping,
-                                   derivatives=derivatives, damping_ratio=ratio)
+                                   derivatives=derivatives, damping_ratio=ratio,
+                                   target=target)
 
     return monitor
 

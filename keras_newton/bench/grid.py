@@ -38,6 +38,7 @@ from keras_newton.bench.task import (
     format_damping,
     hessian_options_for,
     parse_damping,
+    steps_per_execution,
 )
 from keras_newton.bench.diagnostics import DIAGNOSTIC_SETS
 from keras_newton.bench.training import RECORD_FILE, run_training
@@ -197,7 +198,7 @@ def execute_runs(runs: Sequence[PlannedRun], *, shard: tuple[int, int] | None = 
     from keras_newton.bench import diagnostics as diagnostics_lib
 
     records: list[dict | None] = []
-    model, model_key = None, None
+    model, model_key, monitor = None, None, None
     for index, run in enumerate(runs):
         if shard is not None and index % shard[1] != shard[0]:
             records.append(None)
@@ -207,10 +208,13 @@ def execute_runs(runs: Sequence[PlannedRun], *, shard: tuple[int, int] | None = 
         key = (id(run.task), run.variant)
         if not done and key != model_key:
             keras.backend.clear_session()
-            model = build_variant_model(run.task, run.variant, run.seed, jit_compile)
+            model = build_variant_model(
+                run.task, run.variant, run.seed, jit_compile,
+                steps_per_execution=steps_per_execution(run.task.config["eval_every"]))
             model_key = key
-        monitor = (diagnostics_lib.make_monitor(run.task, run.variant)
-                   if diagnostics and run.task.name == "sort" else None)
+            # Its traced functions are reused with the model, across seeds.
+            monitor = (diagnostics_lib.make_monitor(run.task, run.variant)
+                       if diagnostics and run.task.name == "sort" else None)
         record = run_training(run.task, run.variant, run.seed, run.run_dir, verbose=verbose,
                               jit_compile=jit_compile, model=None if done else model,
                               diagnostics=monitor)

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 
 from keras_newton.bench import results, seed_state
-from keras_newton.bench.task import Task, Variant, build_variant_model
+from keras_newton.bench.task import Task, Variant, build_variant_model, steps_per_execution
 
 RECORD_FILE = "record.json"
 HISTORY_FILE = "history.json"
@@ -233,7 +233,8 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
     epochs = max(1, math.ceil(steps / eval_every))
     start_epoch = _saved_epoch(os.path.join(run_dir, BACKUP_DIR))
     if model is None:
-        model = build_variant_model(task, variant, seed, jit_compile=jit_compile)
+        model = build_variant_model(task, variant, seed, jit_compile=jit_compile,
+                                    steps_per_execution=steps_per_execution(eval_every))
     else:
         reset_model(model, task, seed)
     backup = EvaluateThenBackup(task, run_dir, start_epoch, diagnostics)

@@ -226,9 +226,12 @@ def test_workers_share_the_runs_and_give_the_single_process_result(tmp_path):
     two = json.load(open(tmp_path / "two" / "results.json"))["runs"]
     assert [r["variant"] for r in two] == [r["variant"] for r in one]
     assert [r["weights_checksum"] for r in two] == [r["weights_checksum"] for r in one]
-    # The worker process trained its share (run 1 of 0, 1: the Fisher run).
+    # Runs are claimed as workers go (which worker trains what depends on
+    # timing, see test_bench_workers.py): the worker ran, trained no run
+    # twice, and left no claim behind.
     log = open(tmp_path / "two" / "worker1.log").read()
-    assert log.count("== ") == 1 and "Newton-Fisher" in log
+    assert log.count("== ") <= 2 and "Traceback" not in log
+    assert not list((tmp_path / "two").rglob(".claim-*"))
 
 
 def test_main_job_plan_is_the_papers_regime():

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import keras
 
-from keras_newton.bench import classify_task, path_task, plots, results, sort_task
+from keras_newton.bench import classify_task, path_task, plots, results, sort_task, workers
 from keras_newton.bench.task import (
     Task,
     Variant,
@@ -173,7 +173,7 @@ def plan_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"1/2"`` → ``(1, 2)``: this process runs runs ``j`` with ``j % 2 == 1``."""
+    """``"1/2"`` → ``(1, 2)``: worker 1 of 2 (see :func:`keras_newton.bench.workers.shard_runs`)."""
     if text is None:
         return None
     try:
@@ -192,26 +192,31 @@ def execute_runs(runs: Sequence[PlannedRun], *, shard: tuple[int, int] | None = 
     """Trains (or reloads) every planned run; ``None`` for runs of other shards.
 
     One compiled model per method and variant is reused (re-initialized)
-    across its seeds. Sorting runs log :mod:`keras_newton.bench.diagnostics`
+    across its seeds. A shard's runs come from
+    :func:`keras_newton.bench.workers.shard_runs`. Sorting runs log :mod:`keras_newton.bench.diagnostics`
     at every evaluation when ``diagnostics`` is on.
     """
     from keras_newton.bench import diagnostics as diagnostics_lib
 
-    records: list[dict | None] = []
+    records: list[dict | None] = [None] * len(runs)
+
+    def finished(index: int) -> bool:
+        return os.path.exists(os.path.join(runs[index].run_dir, RECORD_FILE))
+
+    keys = [(id(run.task), run.variant) for run in runs]
+    order = (range(len(runs)) if shard is None else
+             workers.shard_runs([run.run_dir for run in runs], keys, shard, finished))
     model, model_key, monitor = None, None, None
-    for index, run in enumerate(runs):
-        if shard is not None and index % shard[1] != shard[0]:
-            records.append(None)
-            continue
+    for index in order:
+        run = runs[index]
         log(f"== {run.variant.name} · seed {run.seed}  ({run.run_dir})")
-        done = os.path.exists(os.path.join(run.run_dir, RECORD_FILE))
-        key = (id(run.task), run.variant)
-        if not done and key != model_key:
+        done = finished(index)
+        if not done and keys[index] != model_key:
             keras.backend.clear_session()
             model = build_variant_model(
                 run.task, run.variant, run.seed, jit_compile,
                 steps_per_execution=steps_per_execution(run.task.config["eval_every"]))
-            model_key = key
+            model_key = keys[index]
             # Its traced functions are reused with the model, across seeds.
             monitor = (diagnostics_lib.make_monitor(run.task, run.variant)
                        if diagnostics and run.task.name == "sort" else None)
@@ -219,7 +224,7 @@ def execute_runs(runs: Sequence[PlannedRun], *, shard: tuple[int, int] | None = 
                               jit_compile=jit_compile, model=None if done else model,
                               diagnostics=monitor)
         record["method"] = run.method
-        records.append(record)
+        records[index] = record
     return records
 
 

@@ -57,6 +57,8 @@ from keras_newton.bench.task import Task, Variant
 DIAGNOSTICS = ("grad_norm_spread", "grad_norm_median", "score_std", "curvature_eig_min",
                "curvature_eig_max", "newton_cosine", "step_scale", "damping")
 DIAGNOSTIC_SETS = 100  # Sets of the validation split the diagnostics look at.
+# Variants whose diagnostics need per-set Hessians (the others use gradients only).
+HESSIAN_VARIANTS = ("hessian", "elementwise_hessian")
 
 
 def per_set_derivatives(loss: keras.losses.Loss, y_true: tf.Tensor, y_pred: tf.Tensor,
@@ -115,7 +117,7 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
     y_pred = tf.convert_to_tensor(y_pred, tf.float32)
     if derivatives is None:
         gradients, hessians = per_set_derivatives(
-            loss, y_true, y_pred, hessians=newton in ("hessian", "elementwise_hessian"))
+            loss, y_true, y_pred, hessians=newton in HESSIAN_VARIANTS)
     else:
         gradients, hessians = derivatives(y_true, y_pred)
     g = gradients.numpy().astype(np.float64)
@@ -162,7 +164,7 @@ def make_monitor(task: Task, variant: Variant,
     # Traced once per monitor (a grid keeps one per compiled model): eager
     # batch_jacobian, and the Newton target's Jacobians, re-trace their pfor
     # at every call. A new damping (adaptive) re-traces the target.
-    hessians = variant.newton in ("hessian", "elementwise_hessian")
+    hessians = variant.newton in HESSIAN_VARIANTS
     derivatives = tf.function(lambda t, s: per_set_derivatives(task.loss, t, s, hessians))
     target = None
     if variant.is_newton:

@@ -193,8 +193,9 @@ def execute_runs(runs: Sequence[PlannedRun], *, shard: tuple[int, int] | None = 
 
     One compiled model per method and variant is reused (re-initialized)
     across its seeds. A shard's runs come from
-    :func:`keras_newton.bench.workers.shard_runs`. Sorting runs log :mod:`keras_newton.bench.diagnostics`
-    at every evaluation when ``diagnostics`` is on.
+    :func:`keras_newton.bench.workers.shard_runs`. Sorting runs log
+    :mod:`keras_newton.bench.diagnostics` at every evaluation when
+    ``diagnostics`` is on.
     """
     from keras_newton.bench import diagnostics as diagnostics_lib
 

@@ -234,6 +234,14 @@ def test_workers_share_the_runs_and_give_the_single_process_result(tmp_path):
     assert not list((tmp_path / "two").rglob(".claim-*"))
 
 
+def test_single_task_subcommands_run_in_one_process_under_quick():
+    # sort/path/classify take no --workers: a --quick preset with workers must
+    # not spawn worker processes (they would get a --shard these parsers lack).
+    for argv in (["sort", "--quick"], ["path", "--quick"], ["classify", "--quick"]):
+        assert cli._workers(cli.build_parser().parse_args(argv)) == 1
+    assert cli._workers(cli.build_parser().parse_args(["study", "--quick"])) == 2
+
+
 def test_main_job_plan_is_the_papers_regime():
     # README command 1 without running it: n = 10, 100 sets per batch, Adam 1e-3,
     # five seeds for NeuralSort and SoftSort, the Cauchy control, two workers.

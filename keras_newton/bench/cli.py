@@ -167,7 +167,11 @@ def _output_dir(args: argparse.Namespace, task: str) -> str:
 
 
 def _workers(args: argparse.Namespace) -> int:
-    workers = getattr(args, "workers", None)  # Only grid and study take --workers.
+    if not hasattr(args, "workers"):
+        # Only grid and study take --workers (and the --shard their workers
+        # get): sort, path and classify always run in this process.
+        return 1
+    workers = args.workers
     if workers is not None:
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")

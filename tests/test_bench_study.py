@@ -80,6 +80,22 @@ def test_study_resumes_after_a_kill(reference, tmp_path, monkeypatch):
                                    [r["weights_checksum"] for r in want], rtol=1e-6)
 
 
+def test_length_part_runs_at_a_methods_own_damping_without_a_sweep(tmp_path):
+    # No sweep/ folder: a λ given in the method entry is enough.
+    args = [a for a in TINY if a not in ("sorter=neural_sort",)]
+    args[args.index("--methods") + 1:args.index("--methods") + 1] = [
+        "sorter=neural_sort,dampings=hessian:0.3"]
+    assert cli.main(["study", "--output-dir", str(tmp_path), *args,
+                     "--parts", "length"]) == 0
+    assert not (tmp_path / "sweep").exists()
+    runs = json.load(open(tmp_path / "length" / "length.json"))["runs"]
+    assert sorted(r["newton"] for r in runs) == ["hessian", "hessian", "none", "none"]
+    assert {r["damping"] for r in runs if r["newton"] == "hessian"} == {0.3}
+    # Without its own λ the part still needs the finished sweep.
+    with pytest.raises(RuntimeError, match="run --parts sweep first"):
+        _study(tmp_path / "other", "--parts", "length")
+
+
 def test_a_method_may_narrow_the_variants_of_the_sweep(tmp_path):
     config = {"n": 3, "steps": 2, "eval_every": 1, "batch_size": 2, "eval_sets": 4}
     runs = study.sweep_runs([{"sorter": "neural_sort"},

@@ -9,8 +9,9 @@ written under ``<output_dir>/<part>/``:
   marks per method and variant the *best λ*, chosen on the **validation**
   exact match (mean over seeds), never on test. ``sweep.png`` plots test
   exact match against λ with the baseline's mean ± std as a band.
-* **length**: each method's baseline and every variant at its best λ,
-  trained for the longest budget; the gain at every shorter budget ``B``
+* **length**: each method's baseline and every variant at its best λ (or
+  at the method entry's own ``dampings=hessian:1e-4+fisher:0.01``, which
+  needs no finished sweep), trained for the longest budget; the gain at every shorter budget ``B``
   is read from the same runs by model selection over the evaluations up to
   ``B``. This equals training for ``B`` steps: the learning rate is constant
   and the data stream is a function of the step, so the first ``B`` steps of
@@ -137,15 +138,21 @@ def best_dampings(records: Sequence[dict], selection: str = SELECTION) -> dict:
 
 def length_runs(methods: Sequence[dict], newton: Sequence[str], best: dict,
                 seeds: Sequence[int], output_dir: str, base_config: dict) -> list[PlannedRun]:
-    """Baseline and each variant at its best λ, at the longest budget."""
+    """Baseline and each variant at its λ, at the longest budget.
+
+    A variant's λ is the method entry's own (``dampings=fisher:0.01``), else
+    the sweep's best; variants with neither are left out.
+    """
     runs = []
     for method in methods:
         options, plan = split_plan(method)
         planned, configs = plan_grid("sort", [options], ["none"], seeds, output_dir,
                                      base_config=base_config)
         label = configs[0]["method"]
-        chosen = [v for v in plan.get("newton", newton) if (label, v) in best]
-        dampings = {v: best[(label, v)] for v in chosen}
+        own = plan.get("dampings", {})
+        chosen = [v for v in plan.get("newton", newton)
+                  if v != "none" and (v in own or (label, v) in best)]
+        dampings = {v: own[v] if v in own else best[(label, v)] for v in chosen}
         more, _ = plan_grid("sort", [options], chosen, seeds, output_dir,
                             base_config=base_config, dampings=dampings)
         runs += planned + more
@@ -280,8 +287,9 @@ def run_study(methods: Sequence[dict], newton: Sequence[str], dampings: Sequence
             out["paths"]["sweep"]["lambda_plot"] = plot_sweep(
                 summary, os.path.join(sweep_dir, "sweep_lambda.png"))
     if "length" in parts:
-        if not out["best"]:
-            # The length part needs the sweep's choice: read its finished runs.
+        if not out["best"] and lr_control.variants_needing_a_best_damping(methods, newton):
+            # Variants without a λ of their own take the sweep's choice: read
+            # its finished runs.
             out["best"] = best_dampings(finished_records(planned_sweep()))
         length_dir = os.path.join(output_dir, "length")
         long_config = dict(base_config, steps=budgets[-1])

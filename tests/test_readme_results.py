@@ -24,6 +24,7 @@ QUOTED_SUMMARIES = [
     "docs/main_job/ten_seeds/results_summary.csv",
     "docs/study/length/length_summary.csv",
     "docs/study/length_5seeds/length_summary.csv",
+    "docs/study/length_10seeds/length_summary.csv",
     "docs/study/length_fisher/length_summary.csv",
     "docs/controls/lr_3e-3_ten_seeds/lr_runs_summary.csv",
 ]

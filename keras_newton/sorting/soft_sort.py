@@ -75,5 +75,9 @@ def soft_sort(
     distance = _abs_power(anchors[..., :, None] - s[..., None, :], float(power))
     p_hat = tf.nn.softmax(-distance / _checks.as_scalar(tau, s.dtype), axis=-1)
     permutation = tf.linalg.matrix_transpose(p_hat)
+    # Where NaN lands after tf.sort differs between eager and XLA (and between
+    # CPUs), so a set with a NaN score is made all-NaN explicitly.
+    has_nan = tf.reduce_any(tf.math.is_nan(s), axis=-1)[..., None, None]
+    permutation = tf.where(has_nan, tf.constant(float("nan"), s.dtype), permutation)
     sorted_scores = tf.einsum("...i,...ij->...j", s, permutation)
     return tf.cast(sorted_scores, out_dtype), tf.cast(permutation, out_dtype)

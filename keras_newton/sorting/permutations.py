@@ -97,10 +97,10 @@ def permutation_matrix(
             positions >= lo[..., None], positions < (lo + count)[..., None]
         )
         matrix = tf.cast(inside, dtype) / tf.cast(count, dtype)[..., None]
-    return _nan_where_unordered(values, matrix)
+    return nan_where_unordered(values, matrix)
 
 
-def _nan_where_unordered(values: tf.Tensor, matrix: tf.Tensor) -> tf.Tensor:
+def nan_where_unordered(values: tf.Tensor, matrix: tf.Tensor) -> tf.Tensor:
     """NaN matrices for rows of ``values`` holding a NaN (comparisons are all False)."""
     if not values.dtype.is_floating:
         return matrix

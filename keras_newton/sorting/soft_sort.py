@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_newton.sorting import _checks
+from keras_newton.sorting import _checks, permutations
 
 
 def _abs_power(d: tf.Tensor, power: float) -> tf.Tensor:
@@ -77,7 +77,6 @@ def soft_sort(
     permutation = tf.linalg.matrix_transpose(p_hat)
     # Where NaN lands after tf.sort differs between eager and XLA (and between
     # CPUs), so a set with a NaN score is made all-NaN explicitly.
-    has_nan = tf.reduce_any(tf.math.is_nan(s), axis=-1)[..., None, None]
-    permutation = tf.where(has_nan, tf.constant(float("nan"), s.dtype), permutation)
+    permutation = permutations.nan_where_unordered(s, permutation)
     sorted_scores = tf.einsum("...i,...ij->...j", s, permutation)
     return tf.cast(sorted_scores, out_dtype), tf.cast(permutation, out_dtype)

@@ -6,7 +6,13 @@ Learning with Differentiable Algorithms", NeurIPS 2024 (arXiv:2410.19055).
 
 import importlib
 
-from keras_newton import newton
+# The benchmark CLI fixes the numerics before TensorFlow loads (the imports
+# below load it); a library user's process is left alone.
+from keras_newton.bench import portable_numerics as _portable_numerics
+
+_portable_numerics.configure_if_launched()
+
+from keras_newton import newton  # noqa: E402
 from keras_newton.newton import (
     CURVATURES,
     CurvatureCache,

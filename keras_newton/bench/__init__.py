@@ -15,7 +15,16 @@ __all__ = ["main"]
 
 
 def main(argv=None) -> int:
-    """Runs the command line (see :mod:`keras_newton.bench.cli`)."""
+    """Runs the command line (see :mod:`keras_newton.bench.cli`).
+
+    The numerics are made portable (:mod:`.portable_numerics`) before
+    TensorFlow is imported, unless the command line says ``--native-numerics``.
+    """
+    import sys
+
+    from keras_newton.bench import portable_numerics
+
+    portable_numerics.configure_from_argv(sys.argv[1:] if argv is None else argv)
     from keras_newton.bench.cli import main as cli_main
 
     return cli_main(argv)

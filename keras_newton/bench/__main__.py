@@ -2,7 +2,7 @@
 
 import sys
 
-from keras_newton.bench.cli import main
+from keras_newton.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -61,6 +61,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--output-dir", default=None, help="results folder")
     group.add_argument("--name", default="results", help="stem of the results files")
     group.add_argument("--no-xla", action="store_true", help="disable jit_compile")
+    group.add_argument("--native-numerics", action="store_true",
+                       help="let XLA, oneDNN and XNNPACK use every instruction set of this "
+                            "CPU (faster on some, but the table then depends on the CPU; "
+                            "default: capped at AVX2 for the same table on every x86-64 "
+                            "machine)")
     group.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                        help="Keras progress: 0 silent, 1 bar, 2 one line per evaluation")
 

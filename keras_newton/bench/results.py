@@ -52,6 +52,8 @@ import tempfile
 import warnings
 from typing import Any, Iterable, Sequence
 
+from keras_newton.bench import portable_numerics
+
 
 def atomic_write_text(path: str, text: str) -> str:
     """Writes ``text`` to ``path`` via a temporary file and ``os.replace``."""
@@ -323,6 +325,7 @@ def write_results(output_dir: str, name: str, records: Sequence[dict], metrics: 
         "json": atomic_write_json(os.path.join(output_dir, f"{name}.json"), {
             "config": config,
             "versions": library_versions(),
+            "numerics": portable_numerics.in_force(),
             "metrics": list(metrics),
             "summary": [{k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in e.items()} for e in summary],

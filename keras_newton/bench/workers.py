@@ -34,6 +34,7 @@ import time
 from typing import Callable, Hashable, Iterator, Sequence
 
 import keras_newton
+from keras_newton.bench import portable_numerics
 
 
 CLAIM_TOKEN_ENV = "KERAS_NEWTON_CLAIM_TOKEN"
@@ -138,6 +139,10 @@ def run_sharded(argv: Sequence[str], workers: int, log_dir: str,
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
         **{CLAIM_TOKEN_ENV: token})
+    if not portable_numerics.in_force()["portable"]:
+        # Workers must round as this process does: a process that is not on
+        # portable numerics (a test, a notebook) keeps its workers native too.
+        env[portable_numerics.NATIVE_ENV] = "1"
     processes = []
     for index in range(1, workers):
         log_path = os.path.join(log_dir, f"worker{index}.log")

@@ -42,7 +42,7 @@ import math
 import os
 from typing import Callable, Sequence
 
-from keras_newton.bench import plots, results
+from keras_newton.bench import plots, portable_numerics, results
 from keras_newton.bench.grid import (
     TASKS,
     PlannedRun,
@@ -266,7 +266,8 @@ def write_lr_files(output_dir: str, rows: Sequence[dict], config: dict) -> dict[
         "json": results.atomic_write_json(os.path.join(output_dir, "lr_control.json"), {
             "config": config, "selection": f"baseline's best learning rate by mean "
                                            f"validation {SELECTION}",
-            "versions": results.library_versions(), "rows": json_rows}),
+            "versions": results.library_versions(),
+            "numerics": portable_numerics.in_force(), "rows": json_rows}),
         "plot": plot_lr(rows, os.path.join(output_dir, "lr_control.png")),
     }
 

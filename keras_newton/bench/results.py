@@ -74,11 +74,12 @@ def atomic_write_file(path: str, write: Callable[[str], Any], *, label: str | No
                       suffix: str = ".part") -> str:
     """Writes ``path`` by ``write(temporary)`` on a temporary file, then ``os.replace``.
 
-    The temporary file lies in the target's folder (``.tmp-*<suffix>``, so a
-    writer that wants a known extension gets it), is flushed to disk and then
-    renamed over ``path``: a reader, or a run resumed after a kill, sees
-    either the old file or the new one, never a part of it. A kill leaves at
-    most a stray ``.tmp-*`` file behind.
+    The temporary file lies in the target's folder (``.tmp-<name>-*<suffix>``,
+    so a writer that wants a known extension gets it), is flushed to disk and
+    then renamed over ``path``: a reader, or a run resumed after a kill, sees
+    either the old file or the new one, never a part of it. A kill leaves a
+    stray temporary file, which the next write of the same file deletes (one
+    writer per file is assumed).
 
     Args:
       path: the target file.
@@ -94,8 +95,12 @@ def atomic_write_file(path: str, write: Callable[[str], Any], *, label: str | No
     label = label or os.path.basename(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    prefix = f".tmp-{os.path.basename(path)}-"
+    for name in os.listdir(directory):
+        if name.startswith(prefix):  # Left by a writer of this file that was killed.
+            os.remove(os.path.join(directory, name))
     kill_point(f"{label}:before-write")
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
     os.close(handle)
     try:
         write(temporary)

@@ -3,16 +3,55 @@
 Training runs for ``steps`` optimizer steps as ``steps / eval_every`` Keras
 epochs of ``eval_every`` steps, with Keras' own progress bar. After every
 epoch the model is evaluated on the validation and the test set, the history
-is written, and only then is the training state (weights, optimizer
-variables, epoch) saved by ``keras.callbacks.BackupAndRestore``, preceded by
-the noise state of stochastic losses (:mod:`keras_newton.bench.seed_state`).
-A killed run started again with the same ``run_dir`` therefore resumes at the
-last saved epoch, with the training stream advanced to exactly that step and
-the loss drawing the noise it would have drawn, and ends with the same
-weights and metrics as an uninterrupted run. Every fresh run starts its
-loss's noise from the beginning, so a run's result does not depend on the
-runs made before it in the process. A finished run leaves ``record.json``
-and is not repeated.
+is written, then the noise state of stochastic losses
+(:mod:`keras_newton.bench.seed_state`), and only then the training state
+(weights, optimizer variables, epoch) is backed up by
+:class:`EvaluateThenBackup`. A killed run started again with the same
+``run_dir`` therefore resumes at the last committed epoch, with the training
+stream advanced to exactly that step and the loss drawing the noise it would
+have drawn, and ends with the same weights and metrics as an uninterrupted
+run. Every fresh run starts its loss's noise from the beginning, so a run's
+result does not depend on the runs made before it in the process. A finished
+run leaves ``record.json`` and is not repeated.
+
+On-disk layout of ``run_dir``::
+
+    history.json                evaluations so far (one entry per epoch)
+    seed_states.json            noise states by epoch (stochastic losses only)
+    backup/epoch-<K>.weights.h5 weights and optimizer variables after K epochs
+    backup/epoch-<K>.json       manifest: epoch, file name, size, SHA-256
+    final.weights.h5            the trained weights (written when training ends)
+    record.json                 the run's result (written last)
+
+Crash safety. Every file is written to a temporary ``.tmp-*`` file in the
+same folder, flushed to disk and renamed over its target (``os.replace``), so
+no file is ever seen half-written. The backup of epoch ``K`` is committed by
+the rename of its manifest, which comes after the weights file and records
+its size and SHA-256 (:mod:`keras_newton.bench.checkpoint`); the previous
+backup is deleted only after that commit, so two are kept. The backup folder
+is deleted after ``record.json`` is written. On resume
+(:func:`restore_backup`) the newest backup whose manifest parses, whose
+weights match the checksum and load, whose history holds every earlier epoch
+and (stochastic losses) whose seed states were saved is restored; a damaged or
+inconsistent one (truncated or altered weights, a manifest that does not
+parse or names a missing file, weights without a manifest, an unreadable
+history) is reported in a ``RuntimeWarning`` that says whether the run resumes
+from an older backup or starts from scratch, and removed; the run never mixes
+the weights of one epoch with the position of another. Backups of the
+previous layout (``keras.callbacks.BackupAndRestore``'s ``latest.weights.h5``
+and ``training_metadata.json``) resume when consistent and restart the run
+with a warning otherwise.
+
+Testing aid: every write passes named kill points, ``<label>:before-write``,
+``:torn`` (temporary file cut in half), ``:before-rename`` and
+``:after-rename`` for the labels ``history``, ``seed_states.json``,
+``backup-weights``, ``backup-manifest``, ``final-weights``, ``record`` and the
+results files' names, plus ``backup-prune:removed`` (each old backup file
+deleted), ``train-batch`` (every call of the training step) and
+``run:trained`` (after ``fit``). With ``KERAS_NEWTON_KILL_AT=<point>:<count>``
+the process kills itself with SIGKILL at the ``count``-th visit of
+``<point>``; ``KERAS_NEWTON_KILL_LOG=<file>`` lists the points a run passes
+(:mod:`keras_newton.bench._killpoint`).
 
 With ``hessian_refresh_every = k > 1`` the Newton loss caches its curvature
 between refreshes; that cache is not saved, so the bench recomputes it at the
@@ -338,6 +377,8 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
         problems: list[str] = []
         record, _ = _read_json(record_path, "record", problems)
         if isinstance(record, dict):
+            # A kill may have come between the record and the backup's removal.
+            shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
             return record
         warnings.warn(f"run {run_dir}: {'; '.join(problems) or 'record is not a mapping'}; "
                       "finishing the run again", RuntimeWarning, stacklevel=2)

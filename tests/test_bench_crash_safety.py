@@ -457,3 +457,15 @@ def test_python_m_cli_killed_inside_the_weights_write_reruns_to_the_same_table(t
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
     assert _results(killed) == _results(reference)
     _assert_finished_cleanly(killed)
+
+
+def test_next_write_of_a_file_removes_the_temporary_file_a_kill_left(tmp_path):
+    from keras_newton.bench import results
+
+    stray = tmp_path / ".tmp-x.json-abc123.part"   # a write of x.json that was killed
+    other = tmp_path / ".tmp-y.json-abc123.part"   # another file's: not ours to remove
+    stray.write_text('{"half": ')
+    other.write_text("")
+    results.atomic_write_json(str(tmp_path / "x.json"), {"whole": 1})
+    assert sorted(os.listdir(tmp_path)) == [other.name, "x.json"]
+    assert json.loads((tmp_path / "x.json").read_text()) == {"whole": 1}

@@ -280,7 +280,9 @@ class EvaluateThenBackup(keras.callbacks.Callback):
         if restored and os.path.exists(self.history_path):
             with open(self.history_path, encoding="utf-8") as stream:
                 saved = json.load(stream)
-            self.history = [h for h in saved if h["epoch"] < restored]
+            # restore_backup checked that epochs 0 … restored-1 are all there.
+            self.history = [h for h in saved if isinstance(h, dict)
+                            and isinstance(h.get("epoch"), int) and h["epoch"] < restored]
 
     def on_epoch_begin(self, epoch, logs=None):
         # The cached curvature is not in the backup: recompute it at every

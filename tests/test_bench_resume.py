@@ -84,18 +84,18 @@ def test_resume_mid_epoch_reproduces_uninterrupted_run(task, reference, tmp_path
 def test_kill_between_history_and_backup_loses_nothing(task, reference, tmp_path,
                                                      monkeypatch):
     run_dir = tmp_path / "killed"
-    original = keras.callbacks.BackupAndRestore.on_epoch_end
+    original = training.EvaluateThenBackup._save_backup
 
-    def save_then_die(self, epoch, logs=None):
-        if epoch == 1:  # history of epoch 1 is written, its state is not
+    def save_then_die(self, epoch):
+        if epoch == 2:  # history of epoch 1 is written, its state (after 2 epochs) is not
             raise Killed()
-        return original(self, epoch, logs)
+        return original(self, epoch)
 
-    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", save_then_die)
+    monkeypatch.setattr(training.EvaluateThenBackup, "_save_backup", save_then_die)
     with pytest.raises(Killed):
         _run(task, run_dir)
     assert len(json.load(open(run_dir / training.HISTORY_FILE))) == 2
-    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
+    monkeypatch.setattr(training.EvaluateThenBackup, "_save_backup", original)
     resumed = _run(task, run_dir)
     assert [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
     _assert_same(resumed, reference)
@@ -225,20 +225,19 @@ def test_perturbed_kill_between_seed_states_and_backup(perturbed_task, perturbed
                                                        perturbed_reference, tmp_path,
                                                        monkeypatch):
     run_dir = tmp_path / "killed"
-    original = keras.callbacks.BackupAndRestore.on_epoch_end
+    original = training.EvaluateThenBackup._save_backup
 
-    def die_after_seed_states(self, epoch, logs=None):
-        if epoch == 1:  # seed states of epoch 2 saved, weights of epoch 2 not
+    def die_after_seed_states(self, epoch):
+        if epoch == 2:  # seed states of epoch 2 saved, weights of epoch 2 not
             raise Killed()
-        return original(self, epoch, logs)
+        return original(self, epoch)
 
-    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end",
-                        die_after_seed_states)
+    monkeypatch.setattr(training.EvaluateThenBackup, "_save_backup", die_after_seed_states)
     with pytest.raises(Killed):
         _run_perturbed(perturbed_task, perturbed_model, run_dir)
     saved = seed_state.load_epoch_states(str(run_dir / seed_state.SEED_STATE_FILE))
     assert sorted(saved) == ["1", "2"]
-    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
+    monkeypatch.setattr(training.EvaluateThenBackup, "_save_backup", original)
     resumed = _run_perturbed(perturbed_task, perturbed_model, run_dir)  # resumes at epoch 1
     _assert_same_path_run(resumed, perturbed_reference[0])
 

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -88,17 +86,11 @@ def pyplot():
 
 def save_figure(figure, path: str) -> str:
     """Writes ``figure`` as a PNG to ``path`` atomically (temporary file + ``os.replace``)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    os.close(handle)
-    try:
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    from keras_newton.bench import results
+
+    return results.atomic_write_file(path, lambda temporary: figure.savefig(temporary,
+                                                                              format="png"),
+                                     suffix=".png")
 
 
 @contextlib.contextmanager

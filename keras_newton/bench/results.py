@@ -23,9 +23,10 @@ trained directly) by a two-sided Welch t-test per metric (unequal variances,
 with the Welch–Satterthwaite degrees of freedom; ``p < 0.05`` is marked in
 bold in the Markdown table, as the paper marks significant results.
 
-Files are first written to a temporary file in the target directory and then
-moved over the target with ``os.replace``, so a reader (or a killed run) never
-sees a half-written file.
+Files are first written to a temporary file in the target directory, flushed
+to disk and then moved over the target with ``os.replace``
+(:func:`atomic_write_file`), so a reader (or a killed run) never sees a
+half-written file.
 
 Example:
   >>> rows = [{"variant": "hessian", "seed": 0, "exact_match": 0.5}]
@@ -50,32 +51,87 @@ import platform
 import sys
 import tempfile
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
+
+from keras_newton.bench._killpoint import kill_point
 
 from keras_newton.bench import portable_numerics
 
 
-def atomic_write_text(path: str, text: str) -> str:
-    """Writes ``text`` to ``path`` via a temporary file and ``os.replace``."""
+def _fsync_directory(directory: str) -> None:
+    # Makes a rename durable (power loss); not all platforms can open a folder.
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def atomic_write_file(path: str, write: Callable[[str], Any], *, label: str | None = None,
+                      suffix: str = ".part") -> str:
+    """Writes ``path`` by ``write(temporary)`` on a temporary file, then ``os.replace``.
+
+    The temporary file lies in the target's folder (``.tmp-<name>-*<suffix>``,
+    so a writer that wants a known extension gets it), is flushed to disk and
+    then renamed over ``path``: a reader, or a run resumed after a kill, sees
+    either the old file or the new one, never a part of it. A kill leaves a
+    stray temporary file, which the next write of the same file deletes (one
+    writer per file is assumed).
+
+    Args:
+      path: the target file.
+      write: writes the whole content to the path it is given.
+      label: names the kill points of this write (test aid, see
+        :mod:`keras_newton.bench._killpoint`): ``<label>:before-write``,
+        ``:torn``, ``:before-rename``, ``:after-rename``; the file's name by default.
+      suffix: end of the temporary file's name.
+
+    Returns:
+      ``path``.
+    """
+    label = label or os.path.basename(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    prefix = f".tmp-{os.path.basename(path)}-"
+    for name in os.listdir(directory):
+        if name.startswith(prefix):  # Left by a writer of this file that was killed.
+            os.remove(os.path.join(directory, name))
+    kill_point(f"{label}:before-write")
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
+        write(temporary)
+        kill_point(f"{label}:torn", torn=temporary)
+        with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
+        kill_point(f"{label}:before-rename")
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+    _fsync_directory(directory)
+    kill_point(f"{label}:after-rename")
     return path
 
 
-def atomic_write_json(path: str, data: Any) -> str:
-    """Writes ``data`` as indented JSON (NaN written as ``null``)."""
-    return atomic_write_text(path, json.dumps(_jsonable(data), indent=2) + "\n")
+def atomic_write_text(path: str, text: str, *, label: str | None = None) -> str:
+    """Writes ``text`` to ``path`` atomically (see :func:`atomic_write_file`)."""
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+
+    return atomic_write_file(path, write, label=label)
+
+
+def atomic_write_json(path: str, data: Any, *, label: str | None = None) -> str:
+    """Writes ``data`` as indented JSON (NaN written as ``null``), atomically."""
+    return atomic_write_text(path, json.dumps(_jsonable(data), indent=2) + "\n", label=label)
 
 
 def _jsonable(value):

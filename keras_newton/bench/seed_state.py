@@ -15,7 +15,7 @@ benchmark run must
 
 The states are kept in one JSON file per run, ``{"<epoch>": {name: [seed,
 counter]}}``, keyed by the number of completed epochs (the epoch a resumed
-run starts at, as in ``BackupAndRestore``'s metadata). Older epochs are
+run starts at, as in the backup's manifest). Older epochs are
 kept, so a run killed after saving the states of an epoch but before its
 weights backup still finds the states of the epoch it restores.
 

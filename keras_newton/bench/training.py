@@ -3,16 +3,55 @@
 Training runs for ``steps`` optimizer steps as ``steps / eval_every`` Keras
 epochs of ``eval_every`` steps, with Keras' own progress bar. After every
 epoch the model is evaluated on the validation and the test set, the history
-is written, and only then is the training state (weights, optimizer
-variables, epoch) saved by ``keras.callbacks.BackupAndRestore``, preceded by
-the noise state of stochastic losses (:mod:`keras_newton.bench.seed_state`).
-A killed run started again with the same ``run_dir`` therefore resumes at the
-last saved epoch, with the training stream advanced to exactly that step and
-the loss drawing the noise it would have drawn, and ends with the same
-weights and metrics as an uninterrupted run. Every fresh run starts its
-loss's noise from the beginning, so a run's result does not depend on the
-runs made before it in the process. A finished run leaves ``record.json``
-and is not repeated.
+is written, then the noise state of stochastic losses
+(:mod:`keras_newton.bench.seed_state`), and only then the training state
+(weights, optimizer variables, epoch) is backed up by
+:class:`EvaluateThenBackup`. A killed run started again with the same
+``run_dir`` therefore resumes at the last committed epoch, with the training
+stream advanced to exactly that step and the loss drawing the noise it would
+have drawn, and ends with the same weights and metrics as an uninterrupted
+run. Every fresh run starts its loss's noise from the beginning, so a run's
+result does not depend on the runs made before it in the process. A finished
+run leaves ``record.json`` and is not repeated.
+
+On-disk layout of ``run_dir``::
+
+    history.json                evaluations so far (one entry per epoch)
+    seed_states.json            noise states by epoch (stochastic losses only)
+    backup/epoch-<K>.weights.h5 weights and optimizer variables after K epochs
+    backup/epoch-<K>.json       manifest: epoch, file name, size, SHA-256
+    final.weights.h5            the trained weights (written when training ends)
+    record.json                 the run's result (written last)
+
+Crash safety. Every file is written to a temporary ``.tmp-*`` file in the
+same folder, flushed to disk and renamed over its target (``os.replace``), so
+no file is ever seen half-written. The backup of epoch ``K`` is committed by
+the rename of its manifest, which comes after the weights file and records
+its size and SHA-256 (:mod:`keras_newton.bench.checkpoint`); the previous
+backup is deleted only after that commit, so two are kept. The backup folder
+is deleted after ``record.json`` is written. On resume
+(:func:`restore_backup`) the newest backup whose manifest parses, whose
+weights match the checksum and load, whose history holds every earlier epoch
+and (stochastic losses) whose seed states were saved is restored; a damaged or
+inconsistent one (truncated or altered weights, a manifest that does not
+parse or names a missing file, weights without a manifest, an unreadable
+history) is reported in a ``RuntimeWarning`` that says whether the run resumes
+from an older backup or starts from scratch, and removed; the run never mixes
+the weights of one epoch with the position of another. Backups of the
+previous layout (``keras.callbacks.BackupAndRestore``'s ``latest.weights.h5``
+and ``training_metadata.json``) resume when consistent and restart the run
+with a warning otherwise.
+
+Testing aid: every write passes named kill points, ``<label>:before-write``,
+``:torn`` (temporary file cut in half), ``:before-rename`` and
+``:after-rename`` for the labels ``history``, ``seed_states.json``,
+``backup-weights``, ``backup-manifest``, ``final-weights``, ``record`` and the
+results files' names, plus ``backup-prune:removed`` (each old backup file
+deleted), ``train-batch`` (every call of the training step) and
+``run:trained`` (after ``fit``). With ``KERAS_NEWTON_KILL_AT=<point>:<count>``
+the process kills itself with SIGKILL at the ``count``-th visit of
+``<point>``; ``KERAS_NEWTON_KILL_LOG=<file>`` lists the points a run passes
+(:mod:`keras_newton.bench._killpoint`).
 
 With ``hessian_refresh_every = k > 1`` the Newton loss caches its curvature
 between refreshes; that cache is not saved, so the bench recomputes it at the
@@ -34,13 +73,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
+import warnings
 from typing import Callable, Sequence
 
 import keras
 import numpy as np
 
-from keras_newton.bench import results, seed_state
+from keras_newton.bench import checkpoint, results, seed_state
+from keras_newton.bench._killpoint import kill_point
 from keras_newton.bench.task import Task, Variant, build_variant_model, steps_per_execution
 
 RECORD_FILE = "record.json"
@@ -79,31 +121,133 @@ def evaluate(model: keras.Model, task: Task, split: str) -> dict[str, float]:
 
 
 def _saved_epoch(backup_dir: str) -> int:
-    """The epoch ``BackupAndRestore`` will resume at (0 without a backup)."""
-    path = os.path.join(backup_dir, "training_metadata.json")
+    """The epoch of the newest intact backup in ``backup_dir`` (0 without one)."""
+    found, _ = checkpoint.backups(backup_dir)
+    return found[0].epoch if found else 0
+
+
+def _read_json(path: str, what: str, problems: list[str]) -> tuple[object, bool]:
+    """``(data, readable)``: ``path``'s JSON (``None`` when missing or unreadable;
+    an unreadable file is noted in ``problems``)."""
     if not os.path.exists(path):
-        return 0
-    with open(path, encoding="utf-8") as stream:
-        return int(json.load(stream)["epoch"])
+        return None, True
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream), True
+    except (OSError, ValueError) as error:
+        problems.append(f"{os.path.basename(path)}: unreadable {what} ({error})")
+        return None, False
 
 
-class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
+def _history_before(history, epoch: int) -> list[dict] | None:
+    """The entries of epochs ``0 … epoch-1`` when ``history`` has each once, else ``None``."""
+    if epoch == 0:
+        return []
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        return None
+    kept = [h for h in history if isinstance(h.get("epoch"), int) and h["epoch"] < epoch]
+    return kept if [h["epoch"] for h in kept] == list(range(epoch)) else None
+
+
+def _remove_temporary_files(folder: str) -> None:
+    # ``.tmp-*`` files are writes a kill interrupted before their rename.
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".tmp-"):
+                os.remove(os.path.join(folder, name))
+
+
+def restore_backup(model: keras.Model, run_dir: str, needs_seed_states: bool = False) -> int:
+    """Restores the newest usable backup of ``run_dir`` into ``model``; the epoch to start at.
+
+    A backup is used when its files are intact (see
+    :mod:`keras_newton.bench.checkpoint`), the history holds every epoch
+    before it, the seed states of its epoch were saved (when
+    ``needs_seed_states``: stochastic losses) and its weights load. Otherwise
+    the next older backup is tried; with none left the run starts from
+    scratch, with the weights and optimizer variables it had before any
+    load. Whatever is set aside is reported in one ``RuntimeWarning`` that
+    says where the run resumes, and deleted, as are stray temporary files and
+    unreadable history or seed-state files, so the run goes on from one
+    consistent state. Damaged files never raise.
+
+    Args:
+      model: the compiled model of the run, with its initial weights.
+      run_dir: the run's folder.
+      needs_seed_states: whether the loss draws noise (its states must exist).
+
+    Returns:
+      The number of completed epochs restored (0 for a fresh start); also
+      left in ``model._initial_epoch``, where ``fit`` picks it up.
+    """
+    backup_dir = os.path.join(run_dir, BACKUP_DIR)
+    _remove_temporary_files(run_dir)
+    found, problems = checkpoint.backups(backup_dir)
+    history_path = os.path.join(run_dir, HISTORY_FILE)
+    seed_path = os.path.join(run_dir, seed_state.SEED_STATE_FILE)
+    history, history_readable = _read_json(history_path, "history", problems)
+    seeds, seeds_readable = (_read_json(seed_path, "seed states", problems)
+                             if needs_seed_states else (None, True))
+    chosen, initial_state = None, None
+    for backup in found:
+        if _history_before(history, backup.epoch) is None:
+            problems.append(f"{backup.describe()}: {HISTORY_FILE} lacks epochs before "
+                            f"{backup.epoch}")
+            continue
+        if needs_seed_states and not (isinstance(seeds, dict) and str(backup.epoch) in seeds):
+            problems.append(f"{backup.describe()}: no seed states saved for epoch "
+                            f"{backup.epoch}")
+            continue
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        if initial_state is None:  # To undo a load that fails halfway.
+            initial_state = os.path.join(backup_dir, ".tmp-initial.weights.h5")
+            model.save_weights(initial_state)
+        try:
+            model.load_weights(backup.weights)
+        except Exception as error:  # Intact file that does not fit this model.
+            problems.append(f"{backup.describe()}: does not load ({error!r})")
+            continue
+        chosen = backup
+        break
+    if initial_state is not None:
+        if chosen is None:
+            model.load_weights(initial_state)
+        os.remove(initial_state)
+    if problems:
+        where = (f"resuming from the {chosen.describe()}" if chosen is not None else
+                 "restarting this run from scratch")
+        warnings.warn(f"run {run_dir}: {'; '.join(problems)}; {where}", RuntimeWarning,
+                      stacklevel=2)
+        # Keep the chosen backup and the older ones (fallbacks); drop the rest.
+        checkpoint.remove_files(backup_dir, [b for b in found
+                                             if chosen is not None and b.epoch <= chosen.epoch])
+        for path, readable in ((history_path, history_readable), (seed_path, seeds_readable)):
+            if not readable:
+                os.remove(path)  # Not needed by the chosen backup; rewritten as the run goes.
+    model._initial_epoch = chosen.epoch if chosen is not None else None
+    return chosen.epoch if chosen is not None else 0
+
+
+class EvaluateThenBackup(keras.callbacks.Callback):
     """Evaluates and records history, then saves the training state.
 
     Ordering matters for resuming: the history of an epoch is written first,
     then the seed-generator states of the task's loss (keyed by epoch), then
-    the weights backup of that epoch; on restart the history is cut back to
-    the restored epoch and the loss gets the seed states of that epoch, so an
-    interruption between any two loses nothing and duplicates nothing. A
+    the weights backup of that epoch (:func:`keras_newton.bench.checkpoint.save`);
+    on restart (:func:`restore_backup`, before ``fit``) the history is cut back
+    to the restored epoch and the loss gets the seed states of that epoch, so
+    an interruption between any two loses nothing and duplicates nothing. A
     fresh run (nothing restored) resets the loss's seed counters to 0. Cached
     curvatures are recomputed at the first step of every epoch.
     """
 
     def __init__(self, task: Task, run_dir: str, expected_epoch: int,
                  diagnostics: Callable[[keras.Model], dict] | None = None):
-        super().__init__(os.path.join(run_dir, BACKUP_DIR))
+        super().__init__()
         self.task = task
         self.diagnostics = diagnostics
+        self.backup_dir = os.path.join(run_dir, BACKUP_DIR)
         self.history_path = os.path.join(run_dir, HISTORY_FILE)
         self.seed_state_path = os.path.join(run_dir, seed_state.SEED_STATE_FILE)
         self.seed_generators = seed_state.loss_seed_generators(task.loss)
@@ -126,24 +270,31 @@ class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
         seed_state.assign_states(self.seed_generators, saved[str(restored_epoch)])
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
         restored = int(getattr(self.model, "_initial_epoch", 0) or 0)
         if restored != self.expected_epoch:
             raise RuntimeError(
                 f"backup restored epoch {restored} but the data stream was built for "
                 f"epoch {self.expected_epoch}; delete {self.history_path!r}'s folder")
         self._restore_seed_states(restored)
-        if os.path.exists(self.history_path):
+        self.history = []
+        if restored and os.path.exists(self.history_path):
             with open(self.history_path, encoding="utf-8") as stream:
                 saved = json.load(stream)
-            self.history = [h for h in saved if h["epoch"] < restored]
+            # restore_backup checked that epochs 0 … restored-1 are all there.
+            self.history = [h for h in saved if isinstance(h, dict)
+                            and isinstance(h.get("epoch"), int) and h["epoch"] < restored]
 
     def on_epoch_begin(self, epoch, logs=None):
-        super().on_epoch_begin(epoch, logs)
         # The cached curvature is not in the backup: recompute it at every
         # epoch start, so a resumed run (empty cache) matches an uninterrupted one.
         restart_curvature_caches(self.model)
         self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        kill_point("train-batch")
+
+    def _save_backup(self, epoch: int) -> None:
+        checkpoint.save(self.model, self.backup_dir, epoch)
 
     def on_epoch_end(self, epoch, logs=None):
         train_seconds = time.perf_counter() - self._epoch_start
@@ -158,11 +309,11 @@ class EvaluateThenBackup(keras.callbacks.BackupAndRestore):
         if self.diagnostics is not None:
             entry.update({f"diag_{k}": v for k, v in self.diagnostics(self.model).items()})
         self.history.append(entry)
-        results.atomic_write_json(self.history_path, self.history)
+        results.atomic_write_json(self.history_path, self.history, label="history")
         if self.seed_generators:
             seed_state.save_epoch_states(self.seed_state_path, epoch + 1,
                                          seed_state.read_states(self.seed_generators))
-        super().on_epoch_end(epoch, logs)
+        self._save_backup(epoch + 1)
 
 
 def select(history: Sequence[dict], selection: str, metrics: Sequence[str]) -> dict:
@@ -194,7 +345,7 @@ def reset_model(model: keras.Model, task: Task, seed: int) -> keras.Model:
     for variable in optimizer.variables:
         if "learning_rate" not in variable.path:
             variable.assign(np.zeros(variable.shape, variable.dtype))
-    model._initial_epoch = None  # Left behind by BackupAndRestore of a previous run.
+    model._initial_epoch = None  # Left behind by restore_backup of a previous run.
     return model
 
 
@@ -225,25 +376,36 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
     """
     record_path = os.path.join(run_dir, RECORD_FILE)
     if os.path.exists(record_path):
-        with open(record_path, encoding="utf-8") as stream:
-            return json.load(stream)
+        problems: list[str] = []
+        record, _ = _read_json(record_path, "record", problems)
+        if isinstance(record, dict):
+            # A kill may have come between the record and the backup's removal.
+            shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
+            return record
+        warnings.warn(f"run {run_dir}: {'; '.join(problems) or 'record is not a mapping'}; "
+                      "finishing the run again", RuntimeWarning, stacklevel=2)
+        os.remove(record_path)
     steps, eval_every = int(task.config["steps"]), int(task.config["eval_every"])
     if steps < 1 or eval_every < 1:
         raise ValueError(f"steps and eval_every must be >= 1, got {steps}, {eval_every}")
     epochs = max(1, math.ceil(steps / eval_every))
-    start_epoch = _saved_epoch(os.path.join(run_dir, BACKUP_DIR))
     if model is None:
         model = build_variant_model(task, variant, seed, jit_compile=jit_compile,
                                     steps_per_execution=steps_per_execution(eval_every))
     else:
         reset_model(model, task, seed)
+    start_epoch = restore_backup(model, run_dir,
+                                 needs_seed_states=bool(seed_state.loss_seed_generators(task.loss)))
     backup = EvaluateThenBackup(task, run_dir, start_epoch, diagnostics)
     started = time.perf_counter()
     model.fit(task.train_stream(start_epoch * eval_every), epochs=epochs,
               steps_per_epoch=eval_every, callbacks=[backup, *callbacks], verbose=verbose)
     wall = time.perf_counter() - started
     history = backup.history
-    model.save_weights(os.path.join(run_dir, FINAL_WEIGHTS_FILE))
+    kill_point("run:trained")
+    results.atomic_write_file(os.path.join(run_dir, FINAL_WEIGHTS_FILE),
+                              lambda temporary: model.save_weights(temporary),
+                              label="final-weights", suffix=".weights.h5")
     record = {
         "variant": variant.name,
         "seed": int(seed),
@@ -257,9 +419,11 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
         "weights_checksum": weights_checksum(model),
         **select(history, task.selection, list(task.metrics)),
     }
-    results.atomic_write_json(record_path, record)
+    results.atomic_write_json(record_path, record, label="record")
+    # The record is the run's result; the backup is no longer needed.
+    shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
     return record
 
 
-__all__ = ["EvaluateThenBackup", "evaluate", "restart_curvature_caches", "run_training",
-           "select", "weights_checksum"]
+__all__ = ["EvaluateThenBackup", "evaluate", "restart_curvature_caches", "restore_backup",
+           "run_training", "select", "weights_checksum"]

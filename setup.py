@@ -2,6 +2,10 @@
 
 from setuptools import find_packages, setup
 
+# MkDocs with the Material theme; mkdocstrings' Python handler (griffe) writes
+# the API reference from the docstrings.
+DOCS_REQUIRES = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
+
 setup(
     name="keras-newton",
     version="0.1.0",
@@ -12,6 +16,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_newton", "keras_newton.*"]),
+    license="Apache-2.0",
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
@@ -27,8 +32,11 @@ setup(
         "importlib_resources",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "hypothesis>=6", "scikit-learn", "matplotlib"],
+        # The documentation build is one of the tests (tests/test_docs_build.py).
+        "test": ["pytest>=7", "pytest-xdist", "hypothesis>=6", "scikit-learn", "matplotlib",
+                 *DOCS_REQUIRES],
         "bench": ["scikit-learn", "matplotlib"],
+        "docs": DOCS_REQUIRES,
     },
     entry_points={
         "console_scripts": [

@@ -9,8 +9,12 @@ import importlib
 # The benchmark CLI fixes the numerics before TensorFlow loads (the imports
 # below load it); a library user's process is left alone.
 from keras_newton.bench import portable_numerics as _portable_numerics
+from keras_newton.bench import quiet_start as _quiet_start
 
 _portable_numerics.configure_if_launched()
+# ... and loads TensorFlow without its C++ start-up logs (unless the user set
+# TF_CPP_MIN_LOG_LEVEL).
+_quiet_start.import_tensorflow_if_launched()
 
 from keras_newton import newton  # noqa: E402
 from keras_newton.newton import (

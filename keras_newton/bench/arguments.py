@@ -66,8 +66,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                             "CPU (faster on some, but the table then depends on the CPU; "
                             "default: capped at AVX2 for the same table on every x86-64 "
                             "machine)")
-    group.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                       help="Keras progress: 0 silent, 1 bar, 2 one line per evaluation")
+    group.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                       help="Keras progress: 0 silent, 1 bar, 2 one line per evaluation "
+                            "(default: a bar when standard output is a terminal, else one "
+                            "line per evaluation)")
 
 
 def _add_parallel(parser: argparse.ArgumentParser) -> None:

@@ -217,7 +217,8 @@ def _run_grid(args: argparse.Namespace, task: str, methods: list[dict],
         return run_grid(task, methods, newton, _seeds(args), output_dir,
                         base_config=task_config(args, task), dampings=_dampings(args, task),
                         hessian_options=hessian_options(args), name=args.name,
-                        verbose=args.verbose if shard is None or shard[0] == 0 else 2,
+                        verbose=(args.verbose if args.verbose is not None else "auto")
+                        if shard is None or shard[0] == 0 else 2,
                         jit_compile=not args.no_xla, shard=shard)
 
     out = _in_parallel(args, argv, output_dir, run)
@@ -250,7 +251,8 @@ def _run_study(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict:
                 budgets=budgets, length_seeds=args.length_seeds, parts=[part],
                 learning_rates=args.learning_rates or list(presets.LR_CONTROL_LEARNING_RATES),
                 shard=shard,
-                verbose=0 if args.verbose == 1 else args.verbose, jit_compile=not args.no_xla)
+                verbose=0 if args.verbose == 1 else args.verbose or "auto",
+                jit_compile=not args.no_xla)
 
         out[part] = _in_parallel(args, list(argv) + ["--parts", part], output_dir, run)
     if args.shard is None:

@@ -74,6 +74,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from typing import Callable, Sequence
@@ -243,9 +244,12 @@ class EvaluateThenBackup(keras.callbacks.Callback):
     """
 
     def __init__(self, task: Task, run_dir: str, expected_epoch: int,
-                 diagnostics: Callable[[keras.Model], dict] | None = None):
+                 diagnostics: Callable[[keras.Model], dict] | None = None,
+                 log_label: str | None = None):
         super().__init__()
         self.task = task
+        # When set, one line per evaluation is printed (see fit_verbosity).
+        self.log_label = log_label
         self.diagnostics = diagnostics
         self.backup_dir = os.path.join(run_dir, BACKUP_DIR)
         self.history_path = os.path.join(run_dir, HISTORY_FILE)
@@ -309,11 +313,39 @@ class EvaluateThenBackup(keras.callbacks.Callback):
         if self.diagnostics is not None:
             entry.update({f"diag_{k}": v for k, v in self.diagnostics(self.model).items()})
         self.history.append(entry)
+        if self.log_label is not None:
+            print(_evaluation_line(self.log_label, entry), flush=True)
         results.atomic_write_json(self.history_path, self.history, label="history")
         if self.seed_generators:
             seed_state.save_epoch_states(self.seed_state_path, epoch + 1,
                                          seed_state.read_states(self.seed_generators))
         self._save_backup(epoch + 1)
+
+
+def fit_verbosity(verbose: int | str | None = "auto") -> tuple[int, bool]:
+    """Keras ``fit`` verbosity, and whether to print one line per evaluation.
+
+    ``"auto"`` (or ``None``) shows Keras' progress bar when standard output is
+    a terminal; in a redirected log the escape codes of a bar are noise, so
+    ``fit`` is silent and the evaluation callback prints one line per
+    evaluation instead. ``0``, ``1`` and ``2`` are Keras' own settings.
+
+    Raises:
+      ValueError: if ``verbose`` is none of these.
+    """
+    if verbose is None or verbose == "auto":
+        return (1, False) if sys.stdout.isatty() else (0, True)
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
+    return int(verbose), False
+
+
+def _evaluation_line(label: str, entry: dict) -> str:
+    """``<label> step <k>: loss …, val_<metric> …, test_<metric> … (<s> s)``."""
+    values = [f"loss {entry['train_loss']:.4g}"]
+    values += [f"{key} {value:.4g}" for key, value in entry.items()
+               if key.startswith(("val_", "test_")) and isinstance(value, (int, float))]
+    return f"{label} step {entry['step']}: {', '.join(values)} ({entry['train_seconds']:.1f} s)"
 
 
 def select(history: Sequence[dict], selection: str, metrics: Sequence[str]) -> dict:
@@ -361,7 +393,8 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
       variant: baseline or Newton variant.
       seed: weight-initialization seed.
       run_dir: folder for the backup, the history and ``record.json``.
-      verbose: Keras ``fit`` verbosity (progress bar by default).
+      verbose: ``"auto"`` (a progress bar on a terminal, else one line per
+        evaluation; see :func:`fit_verbosity`) or Keras' ``0``, ``1``, ``2``.
       jit_compile: XLA (``True`` by default).
       callbacks: extra Keras callbacks (after the backup callback).
       model: a compiled model of this task and variant to reuse (see
@@ -396,10 +429,13 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
         reset_model(model, task, seed)
     start_epoch = restore_backup(model, run_dir,
                                  needs_seed_states=bool(seed_state.loss_seed_generators(task.loss)))
-    backup = EvaluateThenBackup(task, run_dir, start_epoch, diagnostics)
+    fit_verbose, line_per_evaluation = fit_verbosity(verbose)
+    backup = EvaluateThenBackup(task, run_dir, start_epoch, diagnostics,
+                                log_label=f"{variant.name} seed {seed}"
+                                if line_per_evaluation else None)
     started = time.perf_counter()
     model.fit(task.train_stream(start_epoch * eval_every), epochs=epochs,
-              steps_per_epoch=eval_every, callbacks=[backup, *callbacks], verbose=verbose)
+              steps_per_epoch=eval_every, callbacks=[backup, *callbacks], verbose=fit_verbose)
     wall = time.perf_counter() - started
     history = backup.history
     kill_point("run:trained")
@@ -425,5 +461,6 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
     return record
 
 
-__all__ = ["EvaluateThenBackup", "evaluate", "restart_curvature_caches", "restore_backup",
+__all__ = ["EvaluateThenBackup", "evaluate", "fit_verbosity", "restart_curvature_caches",
+           "restore_backup",
            "run_training", "select", "weights_checksum"]

@@ -193,8 +193,10 @@ def make_terrain_arrays(
 ) -> dict[str, np.ndarray]:
     """Terrain maps with their true shortest paths, as NumPy arrays.
 
-    Args: as :func:`make_terrain_maps`, plus ``solver_batch_size`` (maps per
-      call of the exact solver).
+    Args:
+      num_maps: as in :func:`make_terrain_maps`, and so are ``seed``,
+        ``grid_size``, ``tile_size``, ``cost_jitter`` and ``first_index``.
+      solver_batch_size: maps per call of the exact solver.
 
     Returns:
       ``make_terrain_maps``' arrays plus ``"path"``: uint8 ``[N, g, g]``, the

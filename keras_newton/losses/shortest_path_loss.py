@@ -54,8 +54,8 @@ class ShortestPathLoss(keras.losses.Loss):
 
     Args:
       loss: ``"l1"`` or ``"l2"`` (squared).
-      beta, n_iter, loop, t_conorm, p, max_iter, epsilon, absorbing_source,
-        unroll: options of :func:`keras_newton.shortest_path.relaxed_shortest_path`.
+      beta, n_iter, loop, t_conorm, p, max_iter, epsilon, absorbing_source, unroll: options
+        of :func:`keras_newton.shortest_path.relaxed_shortest_path`.
       name, reduction, dtype: as for ``keras.losses.Loss``.
     """
 

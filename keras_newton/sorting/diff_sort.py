@@ -14,12 +14,11 @@ values and a doubly-stochastic relaxed permutation matrix:
 Convention (shared by all sorters of ``keras_newton.sorting``): ascending
 order; ``P[..., i, j]`` is the mass of input ``i`` at sorted position ``j``.
 
-Example:
-
->>> import tensorflow as tf
->>> sorted_x, P = diff_sort(tf.constant([[3.0, 1.0, 2.0]]), steepness=100.0)
->>> [round(float(v), 3) for v in sorted_x[0]]
-[1.0, 2.0, 3.0]
+Examples:
+  >>> import tensorflow as tf
+  >>> sorted_x, P = diff_sort(tf.constant([[3.0, 1.0, 2.0]]), steepness=100.0)
+  >>> [round(float(v), 3) for v in sorted_x[0]]
+  [1.0, 2.0, 3.0]
 
 References:
   Petersen, Borgelt, Kuehne, Deussen. "Differentiable Sorting Networks for

@@ -17,12 +17,11 @@ permutation matrix (for distinct scores).
 ``|s_j - s_k|`` has first and second derivative 0 at ``j == k`` in TensorFlow
 (``sign(0) = 0``), so Hessians are finite at ties.
 
-Example:
-
->>> import tensorflow as tf
->>> sorted_s, P = neural_sort(tf.constant([[0.3, -1.0, 2.0]]), tau=0.01)
->>> [round(float(v), 3) for v in sorted_s[0]]
-[-1.0, 0.3, 2.0]
+Examples:
+  >>> import tensorflow as tf
+  >>> sorted_s, P = neural_sort(tf.constant([[0.3, -1.0, 2.0]]), tau=0.01)
+  >>> [round(float(v), 3) for v in sorted_s[0]]
+  [-1.0, 0.3, 2.0]
 
 References:
   Grover, Wang, Zweig, Ermon. "Stochastic Optimization of Sorting Networks via

@@ -15,12 +15,11 @@ original method.
 a guarded power otherwise, so that no derivative up to second order is NaN
 where ``d = 0`` (which happens on every row: ``sort(s)_r`` is one of the ``s``).
 
-Example:
-
->>> import tensorflow as tf
->>> sorted_s, P = soft_sort(tf.constant([[0.3, -1.0, 2.0]]), tau=0.01)
->>> [round(float(v), 3) for v in sorted_s[0]]
-[-1.0, 0.3, 2.0]
+Examples:
+  >>> import tensorflow as tf
+  >>> sorted_s, P = soft_sort(tf.constant([[0.3, -1.0, 2.0]]), tau=0.01)
+  >>> [round(float(v), 3) for v in sorted_s[0]]
+  [-1.0, 0.3, 2.0]
 
 References:
   Prillo, Eisenschlos. "SoftSort: A Continuous Relaxation for the argsort

@@ -9,14 +9,14 @@ import tensorflow as tf
 
 import keras_newton as kn
 from keras_newton.newton.adaptive_damping import AdaptiveDamping, next_ratio
-from keras_newton.newton.curvature_scale import curvature_scale
-from keras_newton.newton.estimators import (
+from keras_newton.newton._curvature_scale import curvature_scale
+from keras_newton.newton._estimators import (
     DenseCurvature,
     EigenCurvature,
     FisherFactor,
     HessianProducts,
 )
-from keras_newton.newton.reduction import actual_reduction, paired_values, predicted_reduction
+from keras_newton.newton._loss_decrease import actual_reduction, paired_values, predicted_reduction
 
 
 def log_cosh(y_true, y_pred):

@@ -10,10 +10,10 @@ import tensorflow as tf
 
 import keras_newton as kn
 from keras_newton.newton import HessianEstimate, NewtonStep, Solver
-from keras_newton.newton.autodiff import autodiff_derivatives
-from keras_newton.newton.curvature_cache import CurvatureCache
-from keras_newton.newton.eigen_solve import damped_solve, low_rank_damped_solve
-from keras_newton.newton.sketch import (
+from keras_newton.newton._autodiff import autodiff_derivatives
+from keras_newton.newton._curvature_cache import CurvatureCache
+from keras_newton.newton._eigen_solve import damped_solve, low_rank_damped_solve
+from keras_newton.newton._sketch import (
     finite_difference_mean_hessian_products,
     mean_hessian_products,
     sketch_mean_hessian,

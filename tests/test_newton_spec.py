@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import keras_newton as kn
 from keras_newton.newton import FixedDamping, HessianEstimate, NewtonStep, Solver
-from keras_newton.newton import autodiff as autodiff_lib
+from keras_newton.newton import _autodiff as autodiff_lib
 from keras_newton.newton import target as target_module
 
 PACKAGE = os.path.dirname(os.path.abspath(kn.__file__))

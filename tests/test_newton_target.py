@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 import keras_newton as kn
-from keras_newton.newton import autodiff as autodiff_lib
-from keras_newton.newton.autodiff import autodiff_derivatives, per_sample_loss_fn
-from keras_newton.newton.closed_forms import closed_form_derivatives
+from keras_newton.newton import _autodiff as autodiff_lib
+from keras_newton.newton._autodiff import autodiff_derivatives, per_sample_loss_fn
+from keras_newton.newton._closed_forms import closed_form_derivatives
 from conftest import run_in_mode
 
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import keras_newton as kn
 from conftest import run_in_mode
-from keras_newton.newton import autodiff as autodiff_lib
+from keras_newton.newton import _autodiff as autodiff_lib
 from keras_newton.losses import ShortestPathLoss
 from keras_newton.shortest_path import relaxed_shortest_path, shortest_path
 

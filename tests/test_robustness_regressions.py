@@ -11,7 +11,7 @@ import tensorflow as tf
 import keras_newton as kn
 from keras_newton.losses import SmoothedLoss, SortingLoss
 from keras_newton.newton import HessianEstimate
-from keras_newton.newton.finite_inputs import drop_non_finite_rows
+from keras_newton.newton._finite_inputs import drop_non_finite_rows
 from keras_newton.shortest_path import relaxed_shortest_path, shortest_path
 from keras_newton.sorting import diff_sort, neural_sort, permutation_matrix, soft_sort
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_newton as kn
-from keras_newton.newton.autodiff import autodiff_derivatives, per_sample_loss_fn
+from keras_newton.newton._autodiff import autodiff_derivatives, per_sample_loss_fn
 
 
 def _logistic(y_true, y_pred):  # convex, non-quadratic, m = 1

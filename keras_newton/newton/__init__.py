@@ -37,15 +37,15 @@ is computed; :func:`newton_target` computes it, :class:`NewtonLoss` and
 """
 
 from keras_newton.newton.adaptive_damping import AdaptiveDamping, DampingState
-from keras_newton.newton.curvature_cache import CurvatureCache
-from keras_newton.newton.autodiff import per_sample_loss_fn
+from keras_newton.newton._curvature_cache import CurvatureCache
+from keras_newton.newton._autodiff import per_sample_loss_fn
 from keras_newton.newton.curvatures import CURVATURES
 from keras_newton.newton.damping import FixedDamping
-from keras_newton.newton.derivatives import DERIVATIVE_SOURCES, resolve_loss
+from keras_newton.newton._derivatives import DERIVATIVE_SOURCES, resolve_loss
 from keras_newton.newton.hessian_estimate import HessianEstimate
 from keras_newton.newton.newton_loss import NewtonLoss
 from keras_newton.newton.newton_loss_model import NewtonLossModel
-from keras_newton.newton.protocol import shape_errors_named
+from keras_newton.newton._protocol import shape_errors_named
 from keras_newton.newton.solvers import SOLVERS, Solver
 from keras_newton.newton.spec import NewtonStep
 from keras_newton.newton.target import newton_step_target, newton_target

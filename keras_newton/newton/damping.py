@@ -30,7 +30,7 @@ import numbers
 import keras
 import numpy as np
 
-from keras_newton.newton.configurable import Configurable
+from keras_newton.newton._configurable import Configurable
 
 
 def validate_damping(damping) -> float:

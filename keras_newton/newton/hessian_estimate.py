@@ -26,10 +26,10 @@ from typing import Optional
 
 import keras
 
-from keras_newton.newton.configurable import Configurable
-from keras_newton.newton.curvature_cache import CurvatureCache, validate_refresh_every
+from keras_newton.newton._configurable import Configurable
+from keras_newton.newton._curvature_cache import CurvatureCache, validate_refresh_every
 from keras_newton.newton.curvatures import HESSIAN
-from keras_newton.newton.sketch import (
+from keras_newton.newton._sketch import (
     finite_difference_mean_hessian_products,
     mean_hessian_products,
 )

@@ -3,8 +3,8 @@
 import keras
 import tensorflow as tf
 
-from keras_newton.newton.derivatives import resolve_loss
-from keras_newton.newton.options import config_with_step
+from keras_newton.newton._derivatives import resolve_loss
+from keras_newton.newton._legacy_options import config_with_step
 from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
 from keras_newton.newton.target import newton_step_target
 

@@ -6,9 +6,9 @@ from keras.src.losses import loss as keras_loss_module
 from keras.src.models.functional import Functional
 from keras.src.models.model import functional_init_arguments
 
-from keras_newton.newton.finite_inputs import drop_non_finite_rows
+from keras_newton.newton._finite_inputs import drop_non_finite_rows
 from keras_newton.newton.newton_loss import NewtonLoss
-from keras_newton.newton.options import config_with_step
+from keras_newton.newton._legacy_options import config_with_step
 from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
 
 

@@ -47,8 +47,8 @@ True
 
 import keras
 
-from keras_newton.newton import derivatives as derivatives_lib
-from keras_newton.newton.configurable import Configurable
+from keras_newton.newton import _derivatives as derivatives_lib
+from keras_newton.newton._configurable import Configurable
 from keras_newton.newton.curvatures import validate_curvature
 from keras_newton.newton.damping import as_damping_rule
 from keras_newton.newton.hessian_estimate import HessianEstimate
@@ -99,7 +99,7 @@ class NewtonStep(Configurable):
         ``hessian_refresh_every`` and ``hessian_products``; see
         :mod:`keras_newton.newton.options`.
         """
-        from keras_newton.newton.options import step_from_options
+        from keras_newton.newton._legacy_options import step_from_options
 
         return step_from_options(loss, **options)
 

@@ -32,9 +32,13 @@ References:
 
 import tensorflow as tf
 
-from keras_newton.newton import derivatives, estimators, output_space, reduction, solvers
+from keras_newton.newton import _derivatives as derivatives
+from keras_newton.newton import _estimators as estimators
+from keras_newton.newton import _loss_decrease as reduction
+from keras_newton.newton import _output_space as output_space
+from keras_newton.newton import solvers
 from keras_newton.newton.adaptive_damping import AdaptiveDamping
-from keras_newton.newton.curvature_scale import curvature_scale
+from keras_newton.newton._curvature_scale import curvature_scale
 from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
 
 

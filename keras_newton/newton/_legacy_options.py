@@ -17,7 +17,7 @@ import re
 
 from keras_newton.newton.damping import validate_damping
 from keras_newton.newton.hessian_estimate import HessianEstimate
-from keras_newton.newton.protocol import provides_curvature
+from keras_newton.newton._protocol import provides_curvature
 from keras_newton.newton.solvers import Solver
 from keras_newton.newton.spec import NewtonStep
 

@@ -56,7 +56,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from keras_newton.newton.eigen_solve import Factorization, finite_eigh
+from keras_newton.newton._eigen_solve import Factorization, finite_eigh
 
 ZERO = tf.UnconnectedGradients.ZERO
 

@@ -48,14 +48,14 @@ from typing import Callable, NamedTuple, Optional
 
 import tensorflow as tf
 
-from keras_newton.newton import autodiff, derivatives as derivatives_lib
-from keras_newton.newton.conjugate_gradient import per_sample_hessian_vector_product
+from keras_newton.newton import _autodiff as autodiff, _derivatives as derivatives_lib
+from keras_newton.newton._conjugate_gradient import per_sample_hessian_vector_product
 from keras_newton.newton.curvatures import ELEMENTWISE_HESSIAN, FISHER, HESSIAN
-from keras_newton.newton.distribution import global_batch_mean, global_batch_sum
-from keras_newton.newton.eigen_solve import dense_factorization
+from keras_newton.newton._distribution import global_batch_mean, global_batch_sum
+from keras_newton.newton._eigen_solve import dense_factorization
 from keras_newton.newton.hessian_estimate import HESSIAN_PRODUCTS, HessianEstimate
-from keras_newton.newton.sketch import sketch_mean_hessian
-from keras_newton.newton.usable_samples import usable_count
+from keras_newton.newton._sketch import sketch_mean_hessian
+from keras_newton.newton._usable_samples import usable_count
 
 
 class DenseCurvature(NamedTuple):

@@ -31,15 +31,15 @@ import keras
 from keras.src.losses.losses import LossFunctionWrapper
 import tensorflow as tf
 
-from keras_newton.newton import autodiff
-from keras_newton.newton.closed_forms import closed_form_derivatives
+from keras_newton.newton import _autodiff as autodiff
+from keras_newton.newton._closed_forms import closed_form_derivatives
 from keras_newton.newton.curvatures import ELEMENTWISE_HESSIAN, FISHER, HESSIAN
-from keras_newton.newton.protocol import (
+from keras_newton.newton._protocol import (
     check_protocol_supports,
     provides_curvature,
     shape_errors_named,
 )
-from keras_newton.newton.usable_samples import finite_rows, masked_mean, usable_count
+from keras_newton.newton._usable_samples import finite_rows, masked_mean, usable_count
 
 DERIVATIVE_SOURCES = ("auto", "protocol", "closed_form", "autodiff")
 

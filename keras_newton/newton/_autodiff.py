@@ -26,8 +26,8 @@ import keras
 import tensorflow as tf
 
 from keras_newton.newton.curvatures import ELEMENTWISE_HESSIAN, FISHER
-from keras_newton.newton.protocol import shape_errors_named
-from keras_newton.newton.usable_samples import finite_rows, usable_count
+from keras_newton.newton._protocol import shape_errors_named
+from keras_newton.newton._usable_samples import finite_rows, usable_count
 
 # Linear losses have no second derivative path: read "no path" as zero.
 ZERO = tf.UnconnectedGradients.ZERO

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, Optional
 
 import tensorflow as tf
 
-from keras_newton.newton.eigen_solve import solve_dtype
+from keras_newton.newton._eigen_solve import solve_dtype
 
 
 class Batch(NamedTuple):

@@ -35,14 +35,14 @@ Example:
 
 import tensorflow as tf
 
-from keras_newton.newton.distribution import global_batch_mean, global_batch_rows
-from keras_newton.newton.estimators import (
+from keras_newton.newton._distribution import global_batch_mean, global_batch_rows
+from keras_newton.newton._estimators import (
     DenseCurvature,
     EigenCurvature,
     FisherFactor,
     HessianProducts,
 )
-from keras_newton.newton.usable_samples import usable_count
+from keras_newton.newton._usable_samples import usable_count
 
 # Fixed probe seed: every replica and every step draws the same Rademacher
 # signs, so the scale of the CG path is deterministic.

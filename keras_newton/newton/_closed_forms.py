@@ -31,7 +31,7 @@ import keras
 from keras.src.losses.losses import LossFunctionWrapper
 import tensorflow as tf
 
-from keras_newton.newton.protocol import loss_name
+from keras_newton.newton._protocol import loss_name
 
 
 def _options(loss) -> Optional[Tuple[object, dict]]:

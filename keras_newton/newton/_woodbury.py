@@ -22,7 +22,7 @@ References:
 
 import tensorflow as tf
 
-from keras_newton.newton.distribution import global_batch_rows
+from keras_newton.newton._distribution import global_batch_rows
 
 
 def woodbury_fisher_steps(gradients: tf.Tensor, damping: float) -> tf.Tensor:

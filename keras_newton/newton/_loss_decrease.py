@@ -31,8 +31,8 @@ Example:
 
 import tensorflow as tf
 
-from keras_newton.newton.autodiff import per_sample_loss_fn
-from keras_newton.newton.distribution import global_batch_sum
+from keras_newton.newton._autodiff import per_sample_loss_fn
+from keras_newton.newton._distribution import global_batch_sum
 
 
 def predicted_reduction(gradients, steps, damping, stepped) -> tf.Tensor:

@@ -10,7 +10,7 @@ from conftest import run_in_mode
 from keras_newton.losses import FenchelYoungLoss, SmoothedLoss
 from keras_newton.shortest_path import shortest_path
 from keras_newton.smoothing import sample_noise
-from keras_newton.smoothing.seeding import make_seed_generator, next_seed
+from keras_newton.smoothing._seeding import make_seed_generator, next_seed
 
 
 def _maps(rng, n=3, h=4, w=4):

@@ -269,7 +269,7 @@ def test_bad_input():
 
 
 def test_t_conorm_identities(mode, rng):
-    from keras_newton.shortest_path.t_conorms import t_conorm_fn
+    from keras_newton.shortest_path._t_conorms import t_conorm_fn
 
     a = tf.constant(rng.uniform(0, 1, size=50))
     b = tf.constant(rng.uniform(0, 1, size=50))

@@ -20,7 +20,7 @@ from keras_newton.smoothing import (
     smoothed_jacobian,
     smoothed_loss_derivatives,
 )
-from keras_newton.smoothing.seeding import make_seed_generator, next_seed
+from keras_newton.smoothing._seeding import make_seed_generator, next_seed
 
 K_STANDARD_ERRORS = 5.0
 

@@ -43,8 +43,8 @@ import tensorflow as tf
 
 # The Newton core's public helpers (this package stays its sibling).
 from keras_newton.newton import per_sample_loss_fn, resolve_loss, shape_errors_named
-from keras_newton.smoothing.seeding import make_seed_generator, next_seed, validate_seed
-from keras_newton.smoothing.solvers import get_solver
+from keras_newton.smoothing._seeding import make_seed_generator, next_seed, validate_seed
+from keras_newton.smoothing.oracles import get_solver
 from keras_newton.smoothing.stochastic_smoothing import (
     smoothed_function,
     smoothed_loss_derivatives,

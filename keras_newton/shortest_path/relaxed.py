@@ -17,8 +17,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from keras_newton.shortest_path import grid
-from keras_newton.shortest_path.t_conorms import t_conorm_fn
+from keras_newton.shortest_path import _grid as grid
+from keras_newton.shortest_path._t_conorms import t_conorm_fn
 
 LOOPS = ("for", "while")
 # The "infinite" distance of unreached and out-of-grid cells.

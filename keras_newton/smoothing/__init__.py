@@ -6,7 +6,7 @@ from keras_newton.smoothing.perturbed import (
     perturbed_jacobian,
     perturbed_optimizer,
 )
-from keras_newton.smoothing.solvers import Solver, get_solver, one_hot_argmax, register_solver
+from keras_newton.smoothing.oracles import Solver, get_solver, one_hot_argmax, register_solver
 from keras_newton.smoothing.stochastic_smoothing import (
     SmoothedEstimate,
     smoothed_function,

@@ -6,7 +6,12 @@ Learning with Differentiable Algorithms", NeurIPS 2024 (arXiv:2410.19055).
 
 import importlib
 
-from keras_newton import newton
+from keras_newton import _deprecation
+
+# Old module paths (keras_newton.newton.autodiff, ...) resolve, with a warning.
+_deprecation.install_module_aliases()
+
+from keras_newton import newton  # noqa: E402
 from keras_newton.newton import (
     CURVATURES,
     CurvatureCache,

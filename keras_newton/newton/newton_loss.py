@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from keras_newton.newton._derivatives import resolve_loss
 from keras_newton.newton._legacy_options import config_with_step
-from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
+from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, NewtonStep, as_newton_step
 from keras_newton.newton.target import newton_step_target
 
 
@@ -138,4 +138,4 @@ class NewtonLoss(keras.losses.Loss):
         config = dict(config)
         config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
         # Configs saved before the NewtonStep spec hold its options flat.
-        return cls(**config_with_step(config, config["loss"]))
+        return cls(**config_with_step(config, NewtonStep, config["loss"]))

@@ -91,17 +91,22 @@ class NewtonStep(Configurable):
 
     @classmethod
     def from_options(cls, loss=None, **options) -> "NewtonStep":
-        """The spec of the flat keyword options of earlier versions.
+        """Deprecated: the spec of the flat keyword options of earlier versions.
 
         ``curvature``, ``damping``, ``indefinite``, ``use_closed_form``,
         ``solver``, ``cg_max_iterations``, ``cg_tolerance``,
         ``hessian_samples``, ``hessian_rank``, ``hessian_seed``,
         ``hessian_refresh_every`` and ``hessian_products``; see
-        :mod:`keras_newton.newton.options`.
+        :mod:`keras_newton.newton._legacy_options`. Build the
+        :class:`NewtonStep` (with a :class:`HessianEstimate` and a
+        :class:`~keras_newton.newton.solvers.Solver`) instead; old configs
+        load without this method.
         """
+        from keras_newton._deprecation import warn_moved
         from keras_newton.newton._legacy_options import step_from_options
 
-        return step_from_options(loss, **options)
+        warn_moved("NewtonStep.from_options", "NewtonStep(curvature, damping, estimate, solver)")
+        return step_from_options(cls, loss, **options)
 
     def get_config(self) -> dict:
         return {

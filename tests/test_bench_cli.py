@@ -142,7 +142,7 @@ def test_hessian_options_go_to_the_hessian_variant_only():
     assert task_lib.hessian_options_for("fisher", {"hessian_refresh_every": 3}) == {}
     assert task_lib.hessian_options_for("hessian", {"hessian_rank": 2}) == {"hessian_rank": 2}
     with pytest.raises(ValueError, match="hessian_rank"):
-        task_lib.Variant("v", newton="fisher", hessian_rank=2)
+        task_lib.Variant.from_flags("v", newton="fisher", hessian_rank=2)
 
 
 def test_overhead_subcommand(tmp_path, capsys, monkeypatch):
@@ -200,7 +200,7 @@ def test_while_loop_hessian_runs_without_xla_and_fisher_with_xla():
 def test_bad_hessian_options_are_rejected(capsys):
     assert "add hessian to --newton" in _rejected(
         ["sort", "--newton", "fisher", "--hessian-rank", "2"], capsys)
-    assert "must be >= 1" in _rejected(
+    assert "hessian_samples must be None or an int >= 1" in _rejected(
         ["sort", "--newton", "hessian", "--hessian-samples", "0"], capsys)
     # Monte-Carlo losses bring their own Hessian estimate: subsample it, not sketch it.
     assert "hessian_samples instead" in _rejected(

@@ -246,8 +246,8 @@ def test_perturbed_kill_between_seed_states_and_backup(perturbed_task, perturbed
 def test_cached_hessian_resume_reproduces_uninterrupted_run(task, tmp_path):
     # Refresh every 3 steps, 2 steps per epoch, killed in epoch 1: a resumed
     # process starts with an empty cache, so both runs refresh at epoch starts.
-    variant = Variant("cached-hessian", newton="hessian", damping=0.1, hessian_samples=2,
-                      hessian_refresh_every=3)
+    variant = Variant.from_flags("cached-hessian", newton="hessian", damping=0.1,
+                                 hessian_samples=2, hessian_refresh_every=3)
     keras.backend.clear_session()
     model = build_variant_model(task, variant, seed=3, jit_compile=False)
     reference = training.run_training(task, variant, 3, str(tmp_path / "reference"),

@@ -82,3 +82,16 @@ def test_unknown_names_and_modules_still_fail():
         kn.newton.no_such_name  # noqa: B018
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("keras_newton.newton.no_such_module")
+
+
+def test_the_smoothing_oracle_is_no_longer_named_like_the_newton_solver():
+    assert kn.smoothing.Oracle is not kn.newton.Solver
+    assert "Solver" not in kn.smoothing.__all__
+    with pytest.warns(DeprecationWarning, match="keras_newton.smoothing.Solver is deprecated"):
+        assert kn.smoothing.Solver is kn.smoothing.Oracle
+    sys.modules.pop("keras_newton.smoothing.solvers", None)
+    with pytest.warns(DeprecationWarning):
+        from keras_newton.smoothing.solvers import Solver  # noqa: PLC0415
+    assert Solver is kn.smoothing.Oracle
+    assert kn.smoothing.get_solver("argmax") == kn.smoothing.Oracle(
+        "argmax", kn.smoothing.one_hot_argmax, "max")

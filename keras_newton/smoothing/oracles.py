@@ -1,6 +1,6 @@
-"""A registry of solvers by name, so losses can serialize the solver they use.
+"""A registry of oracles by name, so losses can serialize the solver they use.
 
-A solver maps inputs ``[..., *shape]`` to solutions of the same shape (e.g.
+An oracle (a combinatorial solver; a losses' ``solver=`` argument) maps inputs ``[..., *shape]`` to solutions of the same shape (e.g.
 cost maps to 0/1 path masks) and optimizes a linear objective over a finite
 feasible set, either minimizing (``sense="min"``: shortest paths) or
 maximizing (``sense="max"``: one-hot argmax) ``⟨θ, w⟩``. Losses store the
@@ -8,32 +8,37 @@ name (``"shortest_path"``), never the function object.
 
 Example:
 
->>> from keras_newton.smoothing.solvers import get_solver
+>>> from keras_newton.smoothing.oracles import get_solver
 >>> get_solver("argmax").sense
 'max'
+
+:class:`Oracle` was called ``Solver`` in earlier versions, the name of the
+Newton step's linear solve (:class:`keras_newton.newton.Solver`); the old
+name is a warning alias for one release.
 """
 
 from typing import Callable, Dict, NamedTuple, Union
 
 import tensorflow as tf
 
+from keras_newton._deprecation import moved_names
 from keras_newton.shortest_path import shortest_path
 
 SENSES = ("min", "max")
 
 
-class Solver(NamedTuple):
-    """A registered solver: its name, function and optimization sense."""
+class Oracle(NamedTuple):
+    """A registered oracle: its name, function and optimization sense."""
 
     name: str
     fn: Callable[[tf.Tensor], tf.Tensor]
     sense: str
 
 
-_REGISTRY: Dict[str, Solver] = {}
+_REGISTRY: Dict[str, Oracle] = {}
 
 
-def register_solver(name: str, fn: Callable[[tf.Tensor], tf.Tensor], sense: str) -> Solver:
+def register_solver(name: str, fn: Callable[[tf.Tensor], tf.Tensor], sense: str) -> Oracle:
     """Registers ``fn`` under ``name`` (overwriting an existing entry).
 
     Args:
@@ -48,18 +53,18 @@ def register_solver(name: str, fn: Callable[[tf.Tensor], tf.Tensor], sense: str)
         raise TypeError(f"fn must be callable, got {fn!r}.")
     if sense not in SENSES:
         raise ValueError(f"Unknown sense={sense!r}; expected one of {SENSES}.")
-    _REGISTRY[name] = Solver(name, fn, sense)
+    _REGISTRY[name] = Oracle(name, fn, sense)
     return _REGISTRY[name]
 
 
-def get_solver(solver: Union[str, Callable, Solver]) -> Solver:
+def get_solver(solver: Union[str, Callable, Oracle]) -> Oracle:
     """Looks up a solver by name or by its registered function.
 
     Raises:
       ValueError: for an unknown name or an unregistered function (register
         it with :func:`register_solver` so it can be serialized).
     """
-    if isinstance(solver, Solver):
+    if isinstance(solver, Oracle):
         return solver
     if isinstance(solver, str):
         if solver not in _REGISTRY:
@@ -87,6 +92,8 @@ def one_hot_argmax(scores: tf.Tensor) -> tf.Tensor:
     )
     return tf.one_hot(index, size, dtype=scores.dtype)
 
+
+__getattr__ = moved_names(__name__, {"Solver": (__name__, "Oracle")})
 
 register_solver("shortest_path", shortest_path, "min")
 register_solver("argmax", one_hot_argmax, "max")

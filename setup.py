@@ -21,14 +21,15 @@ setup(
         "tf-keras>=2.16",
         "tensorflow-datasets>=4.9",
         "numpy",
-        # Welch t-tests of the benchmark tables.
-        "scipy",
         # TFDS builders (download_and_prepare) need it and do not declare it.
         "importlib_resources",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "hypothesis>=6", "scikit-learn", "matplotlib"],
-        "bench": ["scikit-learn", "matplotlib"],
+        # scipy: Welch t-tests of the benchmark tables (bench/results.py);
+        # scikit-learn: the offline digits; matplotlib: the figures.
+        "test": ["pytest>=7", "pytest-xdist", "hypothesis>=6", "scikit-learn", "matplotlib",
+                 "scipy"],
+        "bench": ["scikit-learn", "matplotlib", "scipy"],
     },
     entry_points={
         "console_scripts": [

@@ -28,9 +28,9 @@ References:
 from typing import Optional, Tuple
 
 import keras
-from keras.src.losses.losses import LossFunctionWrapper
 import tensorflow as tf
 
+from keras_newton._keras_private import LossFunctionWrapper
 from keras_newton.newton._protocol import loss_name
 
 

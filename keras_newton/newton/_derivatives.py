@@ -28,9 +28,9 @@ array([[-0.5,  0.5]], dtype=float32)
 from typing import NamedTuple, Optional
 
 import keras
-from keras.src.losses.losses import LossFunctionWrapper
 import tensorflow as tf
 
+from keras_newton._keras_private import LossFunctionWrapper
 from keras_newton.newton import _autodiff as autodiff
 from keras_newton.newton._closed_forms import closed_form_derivatives
 from keras_newton.newton.curvatures import ELEMENTWISE_HESSIAN, FISHER, HESSIAN

@@ -2,10 +2,9 @@
 
 import keras
 import tensorflow as tf
-from keras.src.losses import loss as keras_loss_module
-from keras.src.models.functional import Functional
-from keras.src.models.model import functional_init_arguments
 
+from keras_newton._keras_private import Functional, functional_init_arguments
+from keras_newton._keras_private import loss_module as keras_loss_module
 from keras_newton.newton._finite_inputs import drop_non_finite_rows
 from keras_newton.newton.newton_loss import NewtonLoss
 from keras_newton.newton._legacy_options import config_with_step

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_newton as kn
-from keras_newton.newton import HessianEstimate, NewtonStep, Solver
+from keras_newton.newton import HessianEstimate, NewtonState, NewtonStep, Solver
 from keras_newton.newton._autodiff import autodiff_derivatives
 from keras_newton.newton._curvature_cache import CurvatureCache
 from keras_newton.newton._eigen_solve import damped_solve, low_rank_damped_solve
@@ -18,7 +18,6 @@ from keras_newton.newton._sketch import (
     mean_hessian_products,
     sketch_mean_hessian,
 )
-from keras_newton.newton.target import newton_step_target
 from keras_newton.shortest_path import relaxed_shortest_path
 from conftest import run_in_mode
 
@@ -179,7 +178,7 @@ def _cached_target_fn(mode, cache):
     def target(a, b):
         step = NewtonStep(damping=DAMPING,
                           estimate=HessianEstimate(refresh_every=cache.refresh_every))
-        return newton_step_target(_coupled, a, b, step, cache)
+        return kn.newton_target(_coupled, a, b, step, state=NewtonState(hessian_cache=cache))
 
     if mode == "eager":
         return target

@@ -13,7 +13,8 @@ This file is the one list of the public names. The public modules, one per
 concept:
 
 =====================  ===================================================
-``spec``               :class:`NewtonStep`, the specification
+``spec``               :class:`NewtonStep`, the specification, and its
+                       :class:`NewtonState` (``step.new_state()``)
 ``curvatures``         the curvature names (Hessian, Fisher, element-wise)
 ``hessian_estimate``   :class:`HessianEstimate` (exact, subsampled,
                        sketched, refreshed)
@@ -48,8 +49,10 @@ from keras_newton.newton.hessian_estimate import HessianEstimate
 from keras_newton.newton.newton_loss import NewtonLoss
 from keras_newton.newton.newton_loss_model import NewtonLossModel
 from keras_newton.newton.solvers import SOLVERS, Solver
-from keras_newton.newton.spec import NewtonStep
-from keras_newton.newton.target import newton_step_target, newton_target
+from keras_newton.newton.spec import NewtonState, NewtonStep
+from keras_newton.newton.target import newton_target
+# Deprecated (warns when called): newton_target(..., state=step.new_state()).
+from keras_newton.newton.target import newton_step_target  # noqa: F401
 
 __all__ = [
     "AdaptiveDamping",
@@ -61,10 +64,10 @@ __all__ = [
     "HessianEstimate",
     "NewtonLoss",
     "NewtonLossModel",
+    "NewtonState",
     "NewtonStep",
     "SOLVERS",
     "Solver",
-    "newton_step_target",
     "newton_target",
 ]
 

@@ -32,6 +32,11 @@ the loss. :class:`keras_newton.NewtonLoss`,
 :class:`keras_newton.NewtonLossModel` and :func:`keras_newton.newton_target`
 take a spec (or the ``curvature`` / ``damping`` shortcuts).
 
+What a spec keeps across steps is one object, :meth:`NewtonStep.new_state`
+(a :class:`NewtonState`: the Hessian cache of a refreshed estimate and the
+variables of an adaptive damping), made once and threaded through every
+call, as optax's ``init`` / ``update`` do.
+
 Example:
 
 >>> import keras_newton as kn
@@ -108,6 +113,15 @@ class NewtonStep(Configurable):
         warn_moved("NewtonStep.from_options", "NewtonStep(curvature, damping, estimate, solver)")
         return step_from_options(cls, loss, **options)
 
+    def new_state(self) -> "NewtonState":
+        """The state a caller keeps across calls of this step (see :class:`NewtonState`).
+
+        Create it eagerly (under ``tf.distribute``, inside the strategy's
+        scope) and pass the same object to every
+        :func:`~keras_newton.newton.target.newton_target` call of this spec.
+        """
+        return NewtonState(self.estimate.new_cache(), self.damping.new_state())
+
     def get_config(self) -> dict:
         return {
             "curvature": self.curvature,
@@ -121,6 +135,31 @@ class NewtonStep(Configurable):
         return (f"NewtonStep(curvature={self.curvature!r}, damping={self.damping!r}, "
                 f"estimate={self.estimate!r}, solver={self.solver!r}, "
                 f"derivatives={self.derivatives!r})")
+
+
+class NewtonState:
+    """Everything one :class:`NewtonStep` keeps from call to call.
+
+    Made by :meth:`NewtonStep.new_state`; a part the spec does not need is
+    ``None`` (a fixed ``λ`` and an estimate computed every step keep nothing).
+
+    Attributes:
+      hessian_cache: the
+        :class:`~keras_newton.newton._curvature_cache.CurvatureCache` of a
+        Hessian estimate refreshed every ``k > 1`` steps
+        (``HessianEstimate.refresh_every``), else ``None``.
+      damping_state: the
+        :class:`~keras_newton.newton.adaptive_damping.DampingState` of an
+        adaptive damping rule, else ``None``.
+    """
+
+    def __init__(self, hessian_cache=None, damping_state=None):
+        self.hessian_cache = hessian_cache
+        self.damping_state = damping_state
+
+    def __repr__(self) -> str:
+        return (f"NewtonState(hessian_cache={self.hessian_cache!r}, "
+                f"damping_state={self.damping_state!r})")
 
 
 class _Default:

@@ -44,12 +44,12 @@ from typing import Callable, Tuple
 
 import tensorflow as tf
 
+from keras_newton._validation import int_at_least
+
 
 def validate_refresh_every(refresh_every) -> int:
     """Checks that ``refresh_every`` is an int ``>= 1``."""
-    if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
-        raise ValueError(f"HessianEstimate.refresh_every must be an int >= 1, got {refresh_every!r}.")
-    return refresh_every
+    return int_at_least(refresh_every, "HessianEstimate.refresh_every")
 
 
 class CurvatureCache(tf.Module):

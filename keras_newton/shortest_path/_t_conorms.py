@@ -25,13 +25,14 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
+from keras_newton._validation import one_of
+
 T_CONORMS = ("probabilistic", "hamacher", "yager_1")
 
 
 def validate_t_conorm(t_conorm: str, p: Optional[float]) -> Optional[float]:
     """Checks the t-conorm name and its parameter; returns ``p`` as a float."""
-    if t_conorm not in T_CONORMS:
-        raise ValueError(f"Unknown t_conorm={t_conorm!r}; expected one of {T_CONORMS}.")
+    one_of(t_conorm, T_CONORMS, "t_conorm")
     if t_conorm != "hamacher":
         if p is not None:
             raise ValueError(

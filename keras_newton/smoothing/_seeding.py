@@ -21,14 +21,12 @@ from typing import Optional
 import keras
 import tensorflow as tf
 
+from keras_newton._validation import int_at_least
+
 
 def validate_seed(seed) -> Optional[int]:
     """``None`` or a non-negative Python int."""
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be None or a non-negative int, got {seed!r}.")
-    return seed
+    return int_at_least(seed, "seed", minimum=0, allow_none=True)
 
 
 def make_seed_generator(seed: Optional[int]) -> keras.random.SeedGenerator:

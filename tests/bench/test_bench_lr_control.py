@@ -289,7 +289,7 @@ def test_the_preset_commands_plan_the_documented_runs(tmp_path):
 
 
 def test_the_readme_shows_the_preset_commands():
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
     flat = " ".join(readme.replace("\\\n", " ").split())
     for argv in _preset_commands():
         assert "keras-newton-bench " + " ".join(argv) in flat

@@ -5,7 +5,7 @@ import pathlib
 
 from keras_newton.bench import presets, sort_task
 
-ROOT = pathlib.Path(__file__).parents[1]
+ROOT = pathlib.Path(__file__).parents[2]
 SWEEP = ROOT / "docs" / "study" / "sweep_best.json"
 
 

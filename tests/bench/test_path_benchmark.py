@@ -4,7 +4,7 @@ import importlib.util
 import math
 import pathlib
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "examples" / "benchmark_shortest_path.py"
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "examples" / "benchmark_shortest_path.py"
 
 
 def test_benchmark_runs_with_tiny_sizes(capsys):

@@ -5,7 +5,7 @@ import pathlib
 
 import numpy as np
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "examples" / "benchmark_sorting_overhead.py"
+SCRIPT = pathlib.Path(__file__).parents[2] / "examples" / "benchmark_sorting_overhead.py"
 
 
 def _load_script():

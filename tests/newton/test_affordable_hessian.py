@@ -310,7 +310,7 @@ def test_fit_stays_finite(rng, use_model, jit_compile):
 
 
 def test_benchmark_smoke():
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
     import benchmark_warcraft_hessian as bench
 
     affordable = dict(samples=2, rank=3, refresh_every=2)
@@ -368,7 +368,7 @@ def test_sketch_under_mirrored_strategy_equals_single_device():
     import subprocess
 
     # Import this checkout's keras_newton in the subprocess, whatever is installed.
-    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True,

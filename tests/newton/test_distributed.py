@@ -17,7 +17,7 @@ import pytest
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_training.py")
 # The subprocesses must import this checkout's keras_newton, not whichever one
 # is installed (an editable install may point at another checkout).
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def subprocess_env(extra=None):

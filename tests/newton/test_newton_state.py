@@ -18,7 +18,7 @@ from keras_newton.newton import AdaptiveDamping, HessianEstimate, NewtonState, N
 from keras_newton.newton._curvature_cache import CurvatureCache
 from keras_newton.newton.adaptive_damping import DampingState
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 sys.path.insert(0, FIXTURES)
 from make_state_fixtures import STATE_VALUES  # noqa: E402
 

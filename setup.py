@@ -26,16 +26,16 @@ setup(
         "tf-keras>=2.16",
         "tensorflow-datasets>=4.9",
         "numpy",
-        # Welch t-tests of the benchmark tables.
-        "scipy",
         # TFDS builders (download_and_prepare) need it and do not declare it.
         "importlib_resources",
     ],
     extras_require={
-        # The documentation build is one of the tests (tests/test_docs_build.py).
+        # The documentation build is one of the tests (tests/test_docs_build.py);
+        # scipy: Welch t-tests of the benchmark tables (bench/results.py);
+        # scikit-learn: the offline digits; matplotlib: the figures.
         "test": ["pytest>=7", "pytest-xdist", "hypothesis>=6", "scikit-learn", "matplotlib",
-                 *DOCS_REQUIRES],
-        "bench": ["scikit-learn", "matplotlib"],
+                 "scipy", *DOCS_REQUIRES],
+        "bench": ["scikit-learn", "matplotlib", "scipy"],
         "docs": DOCS_REQUIRES,
     },
     entry_points={

@@ -16,6 +16,11 @@ _portable_numerics.configure_if_launched()
 # TF_CPP_MIN_LOG_LEVEL).
 _quiet_start.import_tensorflow_if_launched()
 
+from keras_newton import _deprecation
+
+# Old module paths (keras_newton.newton.autodiff, ...) resolve, with a warning.
+_deprecation.install_module_aliases()
+
 from keras_newton import newton  # noqa: E402
 from keras_newton.newton import (
     CURVATURES,

@@ -38,7 +38,7 @@ from keras_newton.bench.arguments import (  # noqa: F401 (build_parser is public
     TASK_FLAGS,
     build_parser,
 )
-from keras_newton.bench.task import NEWTON_CHOICES
+from keras_newton.bench.task import NEWTON_CHOICES, hessian_estimate
 
 def _parse_value(text: str):
     for cast in (int, float):
@@ -94,9 +94,7 @@ def hessian_options(args: argparse.Namespace) -> dict:
         flags = " ".join("--" + key.replace("_", "-") for key in given)
         raise ValueError(f"{flags} apply to the Newton-Hessian variant; add hessian to "
                          f"--newton (got {' '.join(newton)})")
-    for key, value in given.items():
-        if key != "hessian_products" and value < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
+    hessian_estimate(**given)  # the library's checks, errors named as the options
     return given
 
 

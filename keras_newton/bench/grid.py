@@ -164,7 +164,8 @@ def plan_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
             damping = parse_damping(method_dampings.get(variant_name, base.get("damping", 1.0)))
             options_for = hessian_options_for(variant_name, hessian_options)
             label = variant_label(method, variant_name, damping, options_for)
-            variant = Variant(label, newton=variant_name, damping=damping, **options_for)
+            variant = Variant.from_flags(label, newton=variant_name, damping=damping,
+                                          **options_for)
             for seed in method_seeds:
                 run_dir = os.path.join(output_dir, "runs", slug(method), slug(variant_name),
                                        f"seed{seed}")

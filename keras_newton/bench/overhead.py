@@ -63,8 +63,9 @@ def measure_overhead(task: Task, newton: Sequence[str], *, rounds: int = 30,
     x, y = next(iter(task.train_stream(0)))
     models, compile_seconds = {}, {}
     for name in names:
-        variant = Variant(name, newton=name, damping=used_dampings.get(name, damping),
-                          **hessian_options_for(name, hessian_options))
+        variant = Variant.from_flags(name, newton=name,
+                                     damping=used_dampings.get(name, damping),
+                                     **hessian_options_for(name, hessian_options))
         model = build_variant_model(task, variant, seed, jit_compile=jit_compile)
         started = time.perf_counter()
         model.train_on_batch(x, y)

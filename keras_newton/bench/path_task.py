@@ -158,10 +158,12 @@ def check_hessian_options(config: dict, hessian_options: dict) -> None:
     estimates, so a sketch from autodiff Hessian-vector products
     (``hessian_rank``) does not apply to them; subsampling does.
     """
+    from keras_newton.bench.task import hessian_estimate, named_as_flags
     from keras_newton.newton import NewtonStep
 
-    NewtonStep.from_options(path_loss(dict(PATH_DEFAULTS, **config)), curvature="hessian",
-                            **hessian_options)
+    step = NewtonStep("hessian", estimate=hessian_estimate(**hessian_options))
+    with named_as_flags():
+        step.check_loss(path_loss(dict(PATH_DEFAULTS, **config)))
 
 
 def path_task(config: dict) -> Task:

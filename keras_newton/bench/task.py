@@ -17,8 +17,11 @@ Baseline and Newton variants share the architecture and, for equal seeds,
 the initial weights: the Newton model is a :class:`keras_newton.NewtonLossModel`
 over the same layers.
 
-A Newton variant's step is a :class:`keras_newton.NewtonStep` built from its
-fields (:meth:`Variant.newton_step`); nothing else copies them.
+A Newton variant's step is a :class:`keras_newton.NewtonStep` built from the
+variant's curvature, damping and :class:`~keras_newton.newton.HessianEstimate`
+(:meth:`Variant.newton_step`). The CLI's and the result records'
+``hessian_*`` options are the estimate's fields under their flag names
+(:func:`hessian_estimate`, :meth:`Variant.hessian_options`).
 
 Example:
   >>> variant = Variant("neural_sort/hessian", newton="hessian", damping=0.1)
@@ -30,34 +33,88 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_newton.newton import NewtonStep
+from keras_newton.newton import CURVATURES, HessianEstimate, NewtonStep
+from keras_newton.newton.damping import validate_damping
 
-NEWTON_CHOICES = ("none", "hessian", "fisher", "elementwise_hessian")
+NEWTON_CHOICES = ("none", *CURVATURES)
 ADAPTIVE = "adaptive"  # the damping value of AdaptiveDamping
+
+# CLI flag / record key -> HessianEstimate field.
+HESSIAN_FLAG_FIELDS = {"hessian_samples": "samples", "hessian_rank": "rank",
+                       "hessian_refresh_every": "refresh_every",
+                       "hessian_products": "products"}
+_ESTIMATE_FIELD = re.compile(r"HessianEstimate\.(samples|rank|refresh_every|products)")
 
 
 def parse_damping(value) -> float | str:
     """A damping of the CLI or of a record: a finite float ``>= 0`` or ``"adaptive"``.
+
+    Numbers are checked by the library's
+    :func:`keras_newton.newton.damping.validate_damping`.
 
     >>> parse_damping("1e-3"), parse_damping("adaptive")
     (0.001, 'adaptive')
     """
     if value == ADAPTIVE:
         return ADAPTIVE
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(
+                f"damping must be a number >= 0 or {ADAPTIVE!r}, got {value!r}") from None
     try:
-        damping = float(value)
-    except (TypeError, ValueError):
+        return validate_damping(value)
+    except TypeError:
         raise ValueError(f"damping must be a number >= 0 or {ADAPTIVE!r}, got {value!r}") from None
-    if not np.isfinite(damping) or damping < 0:
-        raise ValueError(f"damping must be finite and >= 0, got {value!r}")
-    return damping
+
+
+@contextlib.contextmanager
+def named_as_flags():
+    """Re-raises the spec's ValueErrors with the ``hessian_*`` names of the CLI.
+
+    ``HessianEstimate.rank`` in a message of the library becomes
+    ``hessian_rank``, the name the user typed (as ``--hessian-rank``).
+    """
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(_ESTIMATE_FIELD.sub(r"hessian_\1", str(error))) from error
+
+
+def hessian_estimate(**hessian_options) -> HessianEstimate:
+    """The :class:`~keras_newton.newton.HessianEstimate` of ``hessian_*`` options.
+
+    Args:
+      **hessian_options: any of :data:`HESSIAN_FLAG_FIELDS` (the CLI flags and
+        the keys of result records).
+
+    Returns:
+      The estimate, validated by the library (errors name the options).
+
+    Raises:
+      TypeError: an unknown option.
+      ValueError: a bad value.
+
+    Example:
+      >>> hessian_estimate(hessian_rank=2).rank
+      2
+    """
+    unknown = sorted(set(hessian_options) - set(HESSIAN_FLAG_FIELDS))
+    if unknown:
+        raise TypeError(f"Unknown Hessian option(s) {unknown}; known: {list(HESSIAN_FLAG_FIELDS)}.")
+    with named_as_flags():
+        return HessianEstimate(**{HESSIAN_FLAG_FIELDS[key]: value
+                                  for key, value in hessian_options.items()})
 
 
 def format_damping(damping) -> str:
@@ -103,33 +160,25 @@ class Variant:
 
     Attributes:
       name: label in tables and plots.
-      newton: ``"none"`` (the loss itself), ``"hessian"``, ``"fisher"`` or
-        ``"elementwise_hessian"``.
+      newton: ``"none"`` (the loss itself) or a curvature of
+        :data:`keras_newton.CURVATURES` (``"hessian"``, ``"fisher"``,
+        ``"elementwise_hessian"``).
       damping: Tikhonov λ of the Newton step (ignored for ``"none"``), or
         ``"adaptive"`` (:class:`keras_newton.newton.AdaptiveDamping`).
       options: task options this variant overrides (e.g. the sorter).
-      hessian_samples: empirical Hessian from this many samples of the batch
-        (``None``: all); ``newton="hessian"`` only.
-      hessian_rank: rank of a randomized sketch of the empirical Hessian
-        (``None``: exact); ``newton="hessian"`` only.
-      hessian_refresh_every: recompute the empirical Hessian every this many
-        steps (1: every step); ``newton="hessian"`` only. See README,
-        "Affordable Hessians", and :class:`keras_newton.NewtonLossModel`.
-      hessian_products: ``"autodiff"`` or ``"finite_differences"``
-        Hessian-vector products of the sketch (``hessian_rank``).
+      estimate: how the empirical Hessian is estimated (exact by default;
+        subsampled, sketched or refreshed every k steps only for
+        ``newton="hessian"``). See README, "Affordable Hessians".
 
-    The ``hessian_*`` fields are the options of the CLI and of result
-    records; :meth:`newton_step` turns them into the spec.
+    :meth:`from_flags` builds a variant from the ``hessian_*`` options of
+    the CLI and of result records; :meth:`newton_step` is its spec.
     """
 
     name: str
     newton: str = "none"
     damping: float | str = 1.0
     options: tuple = ()
-    hessian_samples: int | None = None
-    hessian_rank: int | None = None
-    hessian_refresh_every: int = 1
-    hessian_products: str = "autodiff"
+    estimate: HessianEstimate = dataclasses.field(default_factory=HessianEstimate)
 
     def __post_init__(self):
         if self.newton not in NEWTON_CHOICES:
@@ -137,26 +186,36 @@ class Variant:
                 f"newton must be one of {NEWTON_CHOICES}, got {self.newton!r}")
         object.__setattr__(self, "damping", parse_damping(self.damping))  # frozen
         if self.is_newton:
-            self.newton_step()  # validates the options
-        elif any(getattr(self, f.name) != f.default for f in dataclasses.fields(self)
-                 if f.name.startswith("hessian_")):
+            self.newton_step()  # validates the combination
+        elif self.estimate != HessianEstimate():
             raise ValueError(f"{self.hessian_options()} apply to newton='hessian', "
                              "not to the loss trained directly (newton='none').")
+
+    @classmethod
+    def from_flags(cls, name: str, newton: str = "none", damping: float | str = 1.0,
+                     options: tuple = (), **hessian_options) -> "Variant":
+        """A variant from the ``hessian_*`` options of the CLI or of a record.
+
+        Example:
+          >>> Variant.from_flags("h", "hessian", 0.1, hessian_rank=2).estimate.rank
+          2
+        """
+        return cls(name, newton, damping, options, hessian_estimate(**hessian_options))
 
     @property
     def is_newton(self) -> bool:
         return self.newton != "none"
 
     def hessian_options(self) -> dict:
-        """The affordable-Hessian options, keyed as ``NewtonLossModel``'s arguments."""
-        return {"hessian_samples": self.hessian_samples, "hessian_rank": self.hessian_rank,
-                "hessian_refresh_every": self.hessian_refresh_every,
-                "hessian_products": self.hessian_products}
+        """The estimate as ``hessian_*`` options (the keys of result records)."""
+        return {flag: getattr(self.estimate, field)
+                for flag, field in HESSIAN_FLAG_FIELDS.items()}
 
     def newton_step(self) -> NewtonStep:
         """The :class:`keras_newton.NewtonStep` this Newton variant trains with."""
-        return NewtonStep.from_options(curvature=self.newton, damping=self.damping,
-                                       **self.hessian_options())
+        with named_as_flags():
+            return NewtonStep(curvature=self.newton, damping=self.damping,
+                              estimate=self.estimate)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "newton": self.newton, "damping": self.damping,

@@ -38,8 +38,8 @@ import keras
 import tensorflow as tf
 
 from keras_newton.smoothing.perturbed import fenchel_young_estimate
-from keras_newton.smoothing.seeding import make_seed_generator, next_seed, validate_seed
-from keras_newton.smoothing.solvers import get_solver
+from keras_newton.smoothing._seeding import make_seed_generator, next_seed, validate_seed
+from keras_newton.smoothing.oracles import get_solver
 from keras_newton.smoothing.stochastic_smoothing import validate_smoothing_args
 
 

@@ -33,7 +33,7 @@ import keras
 import tensorflow as tf
 
 from keras_newton.shortest_path.relaxed import relaxed_shortest_path, validate_relaxed_args
-from keras_newton.shortest_path.t_conorms import validate_t_conorm
+from keras_newton.shortest_path._t_conorms import validate_t_conorm
 
 DISTANCES = ("l1", "l2")
 

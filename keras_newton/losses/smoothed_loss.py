@@ -42,9 +42,11 @@ import keras
 import tensorflow as tf
 
 # The Newton core's public helpers (this package stays its sibling).
-from keras_newton.newton import per_sample_loss_fn, resolve_loss, shape_errors_named
-from keras_newton.smoothing.seeding import make_seed_generator, next_seed, validate_seed
-from keras_newton.smoothing.solvers import get_solver
+from keras_newton.newton._autodiff import per_sample_loss_fn
+from keras_newton.newton._derivatives import resolve_loss
+from keras_newton.newton._protocol import shape_errors_named
+from keras_newton.smoothing._seeding import make_seed_generator, next_seed, validate_seed
+from keras_newton.smoothing.oracles import get_solver
 from keras_newton.smoothing.stochastic_smoothing import (
     smoothed_function,
     smoothed_loss_derivatives,
@@ -72,7 +74,7 @@ class SmoothedLoss(keras.losses.Loss):
 
     ``call(y_true, y_pred)`` returns per-sample values ``[N]`` whose gradient
     is the smoothing estimator; ``per_sample_derivatives`` implements the
-    curvature protocol of :mod:`keras_newton.newton.protocol`. Noise is redrawn on
+    curvature protocol of :mod:`keras_newton.newton._protocol`. Noise is redrawn on
     every call from a ``keras.random.SeedGenerator`` started at ``seed``
     (reproducible, XLA-compilable; see :mod:`keras_newton.smoothing.seeding`).
 

@@ -64,7 +64,7 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_newton.newton.configurable import Configurable
+from keras_newton.newton._configurable import Configurable
 
 
 def _positive_number(name: str, value, minimum: float = 0.0) -> float:

@@ -15,6 +15,8 @@ Example:
 'fisher'
 """
 
+from keras_newton._validation import one_of
+
 HESSIAN = "hessian"
 FISHER = "fisher"
 ELEMENTWISE_HESSIAN = "elementwise_hessian"
@@ -23,8 +25,4 @@ CURVATURES = (HESSIAN, FISHER, ELEMENTWISE_HESSIAN)
 
 def validate_curvature(curvature: str) -> str:
     """Returns ``curvature`` if it names a supported curvature, else raises."""
-    if curvature not in CURVATURES:
-        raise ValueError(
-            f"Unknown curvature={curvature!r}; expected one of {CURVATURES}."
-        )
-    return curvature
+    return one_of(curvature, CURVATURES, "curvature")

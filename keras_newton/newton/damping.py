@@ -24,13 +24,13 @@ Example:
 True
 """
 
-import math
 import numbers
 
 import keras
 import numpy as np
 
-from keras_newton.newton.configurable import Configurable
+from keras_newton._validation import finite_number
+from keras_newton.newton._configurable import Configurable
 
 
 def validate_damping(damping) -> float:
@@ -51,10 +51,7 @@ def validate_damping(damping) -> float:
             "damping must be a Python or NumPy real number (it is checked when "
             f"the loss is built, so not a tensor), got {damping!r}."
         )
-    damping = float(damping)
-    if not math.isfinite(damping) or damping < 0:
-        raise ValueError(f"damping must be finite and >= 0, got {damping!r}.")
-    return damping
+    return finite_number(damping, "damping", inclusive=True)
 
 
 @keras.saving.register_keras_serializable(package="keras_newton")

@@ -26,10 +26,11 @@ from typing import Optional
 
 import keras
 
-from keras_newton.newton.configurable import Configurable
-from keras_newton.newton.curvature_cache import CurvatureCache, validate_refresh_every
+from keras_newton._validation import int_at_least, one_of
+from keras_newton.newton._configurable import Configurable
+from keras_newton.newton._curvature_cache import CurvatureCache, validate_refresh_every
 from keras_newton.newton.curvatures import HESSIAN
-from keras_newton.newton.sketch import (
+from keras_newton.newton._sketch import (
     finite_difference_mean_hessian_products,
     mean_hessian_products,
 )
@@ -42,11 +43,7 @@ HESSIAN_PRODUCTS = {
 
 
 def _optional_positive_int(value, name: str) -> Optional[int]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"HessianEstimate.{name} must be None or an int >= 1, got {value!r}.")
-    return value
+    return int_at_least(value, f"HessianEstimate.{name}", allow_none=True)
 
 
 @keras.saving.register_keras_serializable(package="keras_newton")
@@ -66,9 +63,7 @@ class HessianEstimate(Configurable):
                  products: str = "autodiff", seed: int = 0, refresh_every: int = 1):
         self.samples = _optional_positive_int(samples, "samples")
         self.rank = _optional_positive_int(rank, "rank")
-        if products not in HESSIAN_PRODUCTS:
-            raise ValueError(f"Unknown HessianEstimate.products={products!r}; expected "
-                             f"one of {tuple(HESSIAN_PRODUCTS)}.")
+        one_of(products, HESSIAN_PRODUCTS, "HessianEstimate.products")
         if products != "autodiff" and rank is None:
             raise ValueError(
                 f"HessianEstimate.products={products!r} computes the products of the "

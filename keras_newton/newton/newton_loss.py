@@ -3,10 +3,10 @@
 import keras
 import tensorflow as tf
 
-from keras_newton.newton.derivatives import resolve_loss
-from keras_newton.newton.options import config_with_step
-from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
-from keras_newton.newton.target import newton_step_target
+from keras_newton.newton._derivatives import resolve_loss
+from keras_newton.newton._legacy_options import config_with_step
+from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, NewtonStep, as_newton_step
+from keras_newton.newton.target import newton_target
 
 
 @keras.saving.register_keras_serializable(package="keras_newton")
@@ -85,12 +85,22 @@ class NewtonLoss(keras.losses.Loss):
         self.loss = resolve_loss(loss)
         self.step = as_newton_step(step, curvature, damping)
         self.step.check_loss(self.loss)
-        # State of a Hessian refreshed every k steps; None otherwise.
-        self.hessian_cache = self.step.estimate.new_cache()
-        # The adaptive damping's ratio, carried across steps; None for a fixed λ.
-        self.damping_state = self.step.damping.new_state()
+        # What the step keeps across calls, one object: the cache of a Hessian
+        # refreshed every k steps and the adaptive damping's ratio (each None
+        # where the spec needs none).
+        self.state = self.step.new_state()
         # Read when a call is traced: NewtonLossModel turns it off to evaluate.
         self.adapt_damping = True
+
+    @property
+    def hessian_cache(self):
+        """The state's Hessian cache (``None`` unless refreshed every ``k > 1`` steps)."""
+        return self.state.hessian_cache
+
+    @property
+    def damping_state(self):
+        """The state's adaptive-damping variables (``None`` for a fixed ``λ``)."""
+        return self.state.damping_state
 
     @property
     def damping(self):
@@ -102,8 +112,7 @@ class NewtonLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         if self.damping_state is not None:
             self.damping_state.adapting = self.adapt_damping
-        target = newton_step_target(self.loss, y_true, y_pred, self.step, self.hessian_cache,
-                                    self.damping_state)
+        target = newton_target(self.loss, y_true, y_pred, self.step, state=self.state)
         difference = target - y_pred
         # A non-finite output must not send NaN back into the weights.
         difference = tf.where(
@@ -138,4 +147,4 @@ class NewtonLoss(keras.losses.Loss):
         config = dict(config)
         config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
         # Configs saved before the NewtonStep spec hold its options flat.
-        return cls(**config_with_step(config, config["loss"]))
+        return cls(**config_with_step(config, NewtonStep, config["loss"]))

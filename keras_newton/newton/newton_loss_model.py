@@ -2,14 +2,13 @@
 
 import keras
 import tensorflow as tf
-from keras.src.losses import loss as keras_loss_module
-from keras.src.models.functional import Functional
-from keras.src.models.model import functional_init_arguments
 
-from keras_newton.newton.finite_inputs import drop_non_finite_rows
+from keras_newton._keras_private import Functional, functional_init_arguments
+from keras_newton._keras_private import loss_module as keras_loss_module
+from keras_newton.newton._finite_inputs import drop_non_finite_rows
 from keras_newton.newton.newton_loss import NewtonLoss
-from keras_newton.newton.options import config_with_step
-from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
+from keras_newton.newton._legacy_options import config_with_step
+from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, NewtonStep, as_newton_step
 
 
 def _per_output(structure, outputs, output_names, default, name):
@@ -257,7 +256,7 @@ class NewtonLossModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         # Configs saved before the NewtonStep spec hold its options flat.
-        return super().from_config(config_with_step(config), custom_objects)
+        return super().from_config(config_with_step(config, NewtonStep), custom_objects)
 
 
 @keras.saving.register_keras_serializable(package="keras_newton")

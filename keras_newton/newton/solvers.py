@@ -25,17 +25,17 @@ Example:
 import keras
 import tensorflow as tf
 
-from keras_newton.newton import eigen_solve
-from keras_newton.newton.configurable import Configurable
-from keras_newton.newton.conjugate_gradient import conjugate_gradient_steps
+from keras_newton.newton import _eigen_solve as eigen_solve
+from keras_newton.newton._configurable import Configurable
+from keras_newton.newton._conjugate_gradient import conjugate_gradient_steps
 from keras_newton.newton.curvatures import ELEMENTWISE_HESSIAN, FISHER
-from keras_newton.newton.estimators import (
+from keras_newton.newton._estimators import (
     DenseCurvature,
     EigenCurvature,
     FisherFactor,
     HessianProducts,
 )
-from keras_newton.newton.woodbury import woodbury_fisher_steps
+from keras_newton.newton._woodbury import woodbury_fisher_steps
 
 SOLVERS = ("auto", "dense", "woodbury", "cg")
 LARGE_OUTPUT_SIZE = 256

@@ -32,6 +32,11 @@ the loss. :class:`keras_newton.NewtonLoss`,
 :class:`keras_newton.NewtonLossModel` and :func:`keras_newton.newton_target`
 take a spec (or the ``curvature`` / ``damping`` shortcuts).
 
+What a spec keeps across steps is one object, :meth:`NewtonStep.new_state`
+(a :class:`NewtonState`: the Hessian cache of a refreshed estimate and the
+variables of an adaptive damping), made once and threaded through every
+call, as optax's ``init`` / ``update`` do.
+
 Example:
 
 >>> import keras_newton as kn
@@ -47,8 +52,8 @@ True
 
 import keras
 
-from keras_newton.newton import derivatives as derivatives_lib
-from keras_newton.newton.configurable import Configurable
+from keras_newton.newton import _derivatives as derivatives_lib
+from keras_newton.newton._configurable import Configurable
 from keras_newton.newton.curvatures import validate_curvature
 from keras_newton.newton.damping import as_damping_rule
 from keras_newton.newton.hessian_estimate import HessianEstimate
@@ -91,17 +96,31 @@ class NewtonStep(Configurable):
 
     @classmethod
     def from_options(cls, loss=None, **options) -> "NewtonStep":
-        """The spec of the flat keyword options of earlier versions.
+        """Deprecated: the spec of the flat keyword options of earlier versions.
 
         ``curvature``, ``damping``, ``indefinite``, ``use_closed_form``,
         ``solver``, ``cg_max_iterations``, ``cg_tolerance``,
         ``hessian_samples``, ``hessian_rank``, ``hessian_seed``,
         ``hessian_refresh_every`` and ``hessian_products``; see
-        :mod:`keras_newton.newton.options`.
+        :mod:`keras_newton.newton._legacy_options`. Build the
+        :class:`NewtonStep` (with a :class:`HessianEstimate` and a
+        :class:`~keras_newton.newton.solvers.Solver`) instead; old configs
+        load without this method.
         """
-        from keras_newton.newton.options import step_from_options
+        from keras_newton._deprecation import warn_moved
+        from keras_newton.newton._legacy_options import step_from_options
 
-        return step_from_options(loss, **options)
+        warn_moved("NewtonStep.from_options", "NewtonStep(curvature, damping, estimate, solver)")
+        return step_from_options(cls, loss, **options)
+
+    def new_state(self) -> "NewtonState":
+        """The state a caller keeps across calls of this step (see :class:`NewtonState`).
+
+        Create it eagerly (under ``tf.distribute``, inside the strategy's
+        scope) and pass the same object to every
+        :func:`~keras_newton.newton.target.newton_target` call of this spec.
+        """
+        return NewtonState(self.estimate.new_cache(), self.damping.new_state())
 
     def get_config(self) -> dict:
         return {
@@ -116,6 +135,31 @@ class NewtonStep(Configurable):
         return (f"NewtonStep(curvature={self.curvature!r}, damping={self.damping!r}, "
                 f"estimate={self.estimate!r}, solver={self.solver!r}, "
                 f"derivatives={self.derivatives!r})")
+
+
+class NewtonState:
+    """Everything one :class:`NewtonStep` keeps from call to call.
+
+    Made by :meth:`NewtonStep.new_state`; a part the spec does not need is
+    ``None`` (a fixed ``λ`` and an estimate computed every step keep nothing).
+
+    Attributes:
+      hessian_cache: the
+        :class:`~keras_newton.newton._curvature_cache.CurvatureCache` of a
+        Hessian estimate refreshed every ``k > 1`` steps
+        (``HessianEstimate.refresh_every``), else ``None``.
+      damping_state: the
+        :class:`~keras_newton.newton.adaptive_damping.DampingState` of an
+        adaptive damping rule, else ``None``.
+    """
+
+    def __init__(self, hessian_cache=None, damping_state=None):
+        self.hessian_cache = hessian_cache
+        self.damping_state = damping_state
+
+    def __repr__(self) -> str:
+        return (f"NewtonState(hessian_cache={self.hessian_cache!r}, "
+                f"damping_state={self.damping_state!r})")
 
 
 class _Default:

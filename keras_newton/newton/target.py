@@ -24,6 +24,10 @@ Example:
   TensorShape([2, 2])
   >>> kn.newton_target(loss, y_true, logits, kn.NewtonStep("hessian", damping=0.1)).shape
   TensorShape([2, 2])
+  >>> step = kn.NewtonStep("hessian", damping="adaptive")
+  >>> state = step.new_state()  # kept across calls, like an optimizer's state
+  >>> kn.newton_target(loss, y_true, logits, step, state=state).shape
+  TensorShape([2, 2])
 
 References:
   Petersen et al., "Newton Losses: Using Curvature Information for Learning
@@ -32,14 +36,20 @@ References:
 
 import tensorflow as tf
 
-from keras_newton.newton import derivatives, estimators, output_space, reduction, solvers
+from keras_newton._deprecation import warn_moved
+from keras_newton.newton import _derivatives as derivatives
+from keras_newton.newton import _estimators as estimators
+from keras_newton.newton import _loss_decrease as reduction
+from keras_newton.newton import _output_space as output_space
+from keras_newton.newton import solvers
 from keras_newton.newton.adaptive_damping import AdaptiveDamping
-from keras_newton.newton.curvature_scale import curvature_scale
-from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
+from keras_newton.newton._curvature_scale import curvature_scale
+from keras_newton.newton.spec import (
+    DEFAULT_CURVATURE, DEFAULT_DAMPING, NewtonState, as_newton_step)
 
 
 def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATURE,
-                  damping=DEFAULT_DAMPING):
+                  damping=DEFAULT_DAMPING, state=None) -> tf.Tensor:
     """Computes the Newton target ``z* = y - (M + λI)^{-1} g`` of a batch.
 
     Args:
@@ -52,6 +62,14 @@ def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATUR
       step: a :class:`~keras_newton.newton.spec.NewtonStep` (or a curvature
         name); default ``NewtonStep()``: empirical Hessian, ``λ = 1e-3``.
       curvature, damping: shortcuts for ``NewtonStep(curvature, damping)``.
+      state: the :class:`~keras_newton.newton.spec.NewtonState` of
+        ``step.new_state()``, kept by the caller across calls (as
+        :class:`keras_newton.NewtonLoss` does). Needed when the Hessian
+        estimate is refreshed every ``k > 1`` calls. With an adaptive
+        damping rule this call uses the state's ratio and, unless
+        ``state.damping_state.adapting`` is off (evaluation), sets the next
+        one; without a state an adaptive rule uses its initial ratio and
+        adapts nothing.
 
     Returns:
       ``z*`` with the shape and dtype of ``y_pred``, gradient stopped. Samples
@@ -64,34 +82,23 @@ def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATUR
       (Theorem 2 of the paper: ordinary training).
 
     Raises:
-      ValueError: for an invalid spec or one the loss cannot follow, outputs
-        without a batch and an output axis, or ``y_true`` and ``y_pred`` whose
-        shapes the loss does not accept (the message names both shapes).
-      TypeError: for a non-numeric damping or integer outputs.
+      ValueError: for an invalid spec or one the loss cannot follow, a spec
+        that needs a state called without one, outputs without a batch and
+        an output axis, or ``y_true`` and ``y_pred`` whose shapes the loss
+        does not accept (the message names both shapes).
+      TypeError: for a non-numeric damping, integer outputs, or a ``state``
+        that is not a :class:`~keras_newton.newton.spec.NewtonState`.
     """
-    return newton_step_target(loss, y_true, y_pred, as_newton_step(step, curvature, damping))
-
-
-def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=None) -> tf.Tensor:
-    """Eq. (3a) as ``step`` (a ``NewtonStep``) says; see :func:`newton_target`.
-
-    ``cache``: the :class:`~keras_newton.newton.curvature_cache.CurvatureCache`
-    of ``step.estimate.new_cache()``, kept by the caller across calls, when
-    the Hessian estimate is refreshed every ``k > 1`` calls (as
-    :class:`keras_newton.NewtonLoss` does).
-
-    ``damping_state``: the
-    :class:`~keras_newton.newton.adaptive_damping.DampingState` of
-    ``step.damping.new_state()`` for an adaptive damping rule, kept across
-    calls; this call uses its ratio and, unless ``damping_state.adapting``
-    is off (evaluation), sets the next one. Without it an adaptive rule uses
-    its initial ratio and adapts nothing.
-    """
+    step = as_newton_step(step, curvature, damping)
+    if state is not None and not isinstance(state, NewtonState):
+        raise TypeError(f"state must be the NewtonState of step.new_state(), got {state!r}.")
+    cache = None if state is None else state.hessian_cache
+    damping_state = None if state is None else state.damping_state
     loss = derivatives.resolve_loss(loss)
     step.check_loss(loss)
     if step.estimate.refresh_every > 1 and cache is None:
-        raise ValueError("HessianEstimate.refresh_every > 1 needs the cache of "
-                         "step.estimate.new_cache(), kept across calls (NewtonLoss does).")
+        raise ValueError("HessianEstimate.refresh_every > 1 needs the state of "
+                         "step.new_state(), kept across calls (NewtonLoss does).")
     batch = output_space.prepare_batch(y_true, y_pred)
     method = step.solver.choose(step.curvature, step.damping.positive, batch.m, batch.size,
                                 derivatives.uses_protocol(loss, step.derivatives))
@@ -119,6 +126,22 @@ def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=Non
         actual = reduction.actual_reduction(loss, batch.y_true, batch.outputs, moved, stepped)
         damping_state.update(damping, actual, predicted)
     return tf.stop_gradient(output_space.cast_within_range(moved, batch.dtype))
+
+
+def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=None) -> tf.Tensor:
+    """Deprecated: ``newton_target(loss, y_true, y_pred, step, state=...)``.
+
+    The second entry point of earlier versions, with the Hessian cache and
+    the damping state as two arguments; they are one
+    :class:`~keras_newton.newton.spec.NewtonState` now
+    (``step.new_state()``). Computes exactly what :func:`newton_target` does.
+    """
+    warn_moved("keras_newton.newton.newton_step_target",
+               "keras_newton.newton_target(loss, y_true, y_pred, step, state=step.new_state())")
+    state = None
+    if cache is not None or damping_state is not None:
+        state = NewtonState(cache, damping_state)
+    return newton_target(loss, y_true, y_pred, as_newton_step(step), state=state)
 
 
 def _damping(rule, state, curvature_estimate, batch_derivatives):

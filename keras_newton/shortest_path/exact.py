@@ -22,7 +22,7 @@ References:
 
 import tensorflow as tf
 
-from keras_newton.shortest_path import grid
+from keras_newton.shortest_path import _grid as grid
 
 
 def _relax(costs, source, distance, hops, hop_cap):

@@ -11,43 +11,27 @@ References:
   Supervision via Continuous Relaxations", NeurIPS 2021 (arXiv:2110.05651).
 """
 
-import math
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from keras_newton.shortest_path import grid
-from keras_newton.shortest_path.t_conorms import t_conorm_fn
+from keras_newton._validation import finite_number, int_at_least, one_of
+from keras_newton.shortest_path import _grid as grid
+from keras_newton.shortest_path._t_conorms import t_conorm_fn
 
 LOOPS = ("for", "while")
 # The "infinite" distance of unreached and out-of-grid cells.
 INFINITY = 1e12
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return value
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}.")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}.")
-    return float(value)
-
-
 def validate_relaxed_args(beta, n_iter, loop, max_iter, epsilon):
     """Checks the options of :func:`relaxed_shortest_path`; raises on bad values."""
-    beta = _positive_float(beta, "beta")
-    if n_iter is not None:
-        _positive_int(n_iter, "n_iter")
-    if loop not in LOOPS:
-        raise ValueError(f"Unknown loop={loop!r}; expected one of {LOOPS}.")
-    _positive_int(max_iter, "max_iter")
-    epsilon = _positive_float(epsilon, "epsilon")
+    beta = finite_number(beta, "beta")
+    int_at_least(n_iter, "n_iter", allow_none=True)
+    one_of(loop, LOOPS, "loop")
+    int_at_least(max_iter, "max_iter")
+    epsilon = finite_number(epsilon, "epsilon")
     return beta, epsilon
 
 

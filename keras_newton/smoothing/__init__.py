@@ -6,7 +6,8 @@ from keras_newton.smoothing.perturbed import (
     perturbed_jacobian,
     perturbed_optimizer,
 )
-from keras_newton.smoothing.solvers import Solver, get_solver, one_hot_argmax, register_solver
+from keras_newton._deprecation import moved_names
+from keras_newton.smoothing.oracles import Oracle, get_solver, one_hot_argmax, register_solver
 from keras_newton.smoothing.stochastic_smoothing import (
     SmoothedEstimate,
     smoothed_function,
@@ -17,8 +18,8 @@ from keras_newton.smoothing.stochastic_smoothing import (
 __all__ = [
     "NOISES",
     "NoiseSample",
+    "Oracle",
     "SmoothedEstimate",
-    "Solver",
     "fenchel_young_estimate",
     "get_solver",
     "one_hot_argmax",
@@ -30,3 +31,7 @@ __all__ = [
     "smoothed_jacobian",
     "smoothed_loss_derivatives",
 ]
+
+# Renamed: kn.smoothing.Solver was a second public class named like the Newton
+# step's kn.newton.Solver.
+__getattr__ = moved_names(__name__, {"Solver": ("keras_newton.smoothing.oracles", "Oracle")})

@@ -35,6 +35,8 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from keras_newton._validation import one_of
+
 NOISES = ("normal", "logistic", "cauchy", "gumbel")
 _DISTRIBUTIONS = {
     "normal": tfp.distributions.Normal,
@@ -54,9 +56,7 @@ class NoiseSample(NamedTuple):
 
 def validate_noise(noise: str) -> str:
     """Returns ``noise`` if it names a supported distribution, else raises."""
-    if noise not in NOISES:
-        raise ValueError(f"Unknown noise={noise!r}; expected one of {NOISES}.")
-    return noise
+    return one_of(noise, NOISES, "noise")
 
 
 def standard_distribution(noise: str, dtype=tf.float32) -> tfp.distributions.Distribution:

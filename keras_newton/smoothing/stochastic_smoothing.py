@@ -41,11 +41,11 @@ References:
   NeurIPS 2024, Lemma 4 (arXiv:2410.19055).
 """
 
-import math
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 
+from keras_newton._validation import finite_number, int_at_least
 from keras_newton.smoothing.noise import NoiseSample, sample_noise, validate_noise
 
 
@@ -59,13 +59,9 @@ class SmoothedEstimate(NamedTuple):
 
 def validate_smoothing_args(num_samples, sigma, noise) -> Tuple[int, float, str]:
     """Checks ``num_samples >= 1``, finite ``sigma > 0`` and the noise name."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-        raise TypeError(f"sigma must be a number, got {sigma!r}.")
-    if not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be finite and > 0, got {sigma!r}.")
-    return num_samples, float(sigma), validate_noise(noise)
+    num_samples = int_at_least(num_samples, "num_samples")
+    sigma = finite_number(sigma, "sigma")
+    return num_samples, sigma, validate_noise(noise)
 
 
 def _check_batch(y) -> tf.Tensor:

@@ -1,0 +1,34 @@
+"""The one module that imports Keras internals (``keras.src``).
+
+Keras 3 has no public API for these; every other module of the package takes
+them from here, so that a Keras upgrade that moves one breaks this file, and
+``tests/test_keras_private.py`` says which name moved, instead of a loss or
+a model failing somewhere downstream.
+
+- ``LossFunctionWrapper``: the ``keras.losses.Loss`` a loss *function* or
+  name becomes (``keras.losses.get("mse")`` is a plain function); the core
+  wraps names in it and recognizes wrapped closed-form losses by it.
+- ``Functional`` and ``functional_init_arguments``: what ``keras.Model``
+  builds from ``Model(inputs, outputs)``, and its test of the arguments;
+  ``NewtonLossModel(inputs, outputs)`` builds its Functional subclass.
+- ``loss_module``: ``keras.src.losses.loss``, for
+  ``scale_loss_for_distribution`` / ``unscale_loss_for_distribution``, the
+  per-replica loss scaling a custom ``train_step`` must repeat to report
+  the same loss as ``keras.Model`` under ``tf.distribute``.
+"""
+
+from keras.src.losses import loss as loss_module
+from keras.src.losses.losses import LossFunctionWrapper
+from keras.src.models.functional import Functional
+from keras.src.models.model import functional_init_arguments
+
+# What the package uses, by the paths above (tests check each one).
+PRIVATE_PATHS = {
+    "LossFunctionWrapper": "keras.src.losses.losses",
+    "Functional": "keras.src.models.functional",
+    "functional_init_arguments": "keras.src.models.model",
+    "scale_loss_for_distribution": "keras.src.losses.loss",
+    "unscale_loss_for_distribution": "keras.src.losses.loss",
+}
+
+__all__ = ["Functional", "LossFunctionWrapper", "functional_init_arguments", "loss_module"]

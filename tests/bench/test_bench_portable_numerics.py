@@ -10,7 +10,7 @@ import pytest
 
 from keras_newton.bench import portable_numerics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_module_examples():

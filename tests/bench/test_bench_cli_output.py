@@ -11,7 +11,7 @@ from keras_newton.bench import quiet_start, training
 from keras_newton.bench.sort_task import sort_task
 from keras_newton.bench.task import Variant
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # What TensorFlow 2.21 writes to stderr while it loads and first looks for
 # devices; TF_CPP_MIN_LOG_LEVEL hides none of it.
 NOISE = ("absl::InitializeLog", "cudart_stub", "port.cc", "cpu_feature_guard", "cuInit")

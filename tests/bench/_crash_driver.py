@@ -1,6 +1,6 @@
 """Kills real ``keras-newton-bench`` runs with SIGKILL and reruns them (test helper).
 
-Usage: ``python tests/_crash_driver.py CONFIG.json``; the config holds ``argv``
+Usage: ``python tests/bench/_crash_driver.py CONFIG.json``; the config holds ``argv``
 (the CLI arguments without ``--output-dir``), ``root`` (a folder) and ``points``
 (``"every"`` or a list of ``<point>:<count>`` specs). TensorFlow is imported
 once; every run is a child process forked from this one that calls the CLI's

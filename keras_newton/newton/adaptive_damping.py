@@ -28,18 +28,60 @@ the ``λ`` of the *next* step from ``ρ = actual / pred``:
 
 Scale. ``λ`` is kept as a *ratio* ``r`` to the curvature's own scale
 ``κ = ‖M‖_F / √m`` (the root-mean-square eigenvalue, see
-:mod:`keras_newton.newton.curvature_scale`): the step uses ``λ = r · κ`` of
-its batch, so one default works for losses of any scale and ``λ`` follows
-the curvature as it grows or vanishes during training. ``r`` is clamped to
-``[minimum, maximum]``; at ``r = minimum`` the step is the Newton step to
-a relative ``1e-6``.
+:mod:`keras_newton.newton.curvature_scale`), so one default works for
+losses of any scale and ``λ`` follows the curvature as it grows. ``r`` is
+clamped to ``[minimum, maximum]``.
+
+Trust radius. ``κ`` alone cannot bound the step: on a saturated loss (a
+confidently wrong softmax) ``κ → 0`` while the gradient stays of order 1,
+so ``λ = r·κ → 0`` and the step ``(M̃ + λI)^{-1} g`` grows without bound
+(and a ``κ`` that underflows to 0 must not be replaced by a constant, or a
+more saturated loss gets a *smaller* step). The rule is therefore a trust
+region (Moré 1978; Nocedal & Wright, ch. 4) with a radius ``Δ`` in output
+units: each step uses
+
+.. math::
+
+    λ = \max\Big(r\,κ,\; \frac{G}{Δ}\Big), \qquad G = \max_i \lVert g_i \rVert,
+
+and since ``‖(M̃ + λI)^{-1} g_i‖ <= ‖g_i‖ / λ`` for ``M̃ ⪰ 0`` (every
+curvature after the solver's ``indefinite`` treatment, the Fisher), no
+sample's step is longer than ``Δ``; steps are also clipped to ``Δ``
+(:func:`clip_to_radius`), which bounds conjugate gradients stopped at
+negative curvature and rounding in any dtype (the solve runs in float32 or
+wider, also under ``mixed_float16`` / ``mixed_bfloat16``). ``G/Δ`` is a
+floor of ``κ`` that is monotone (a smaller ``κ`` never lowers ``λ``) and
+scales with the loss as ``κ`` does. ``ρ`` adapts whichever term set
+``λ``: ``r`` when ``r·κ >= G/Δ``, else ``Δ`` (``÷ factor`` where ``λ``
+would rise, ``× factor`` where it would fall, clamped to
+``[min_radius, max_radius]``), so ``λ`` moves by about ``factor`` per step
+either way and is continuous where the terms meet. On a loss whose
+quadratic model is good the radius grows until it no longer binds and the
+rule is the plain Levenberg-Marquardt rule above.
+
+Why the radius matters beyond saturation: the empirical Fisher's model
+predicts ``½ Σ_i g_iᵀ(F + λI)^{-1} g_i ≈ ½ N·rank(F)`` for small ``λ``,
+whatever the loss, so the first steps from a small ``r`` overshoot by
+orders of magnitude (measured on the logistic sorting network: ρ < 0 and
+Newton losses ~2000× their later values for ~20 steps, until ``r`` had
+climbed from 1e-2 to 50). Those few huge targets inflate Adam's
+second-moment estimate, which remembers them for thousands of steps and
+shrinks the effective learning rate for the rest of a 2000-step run. With
+the radius the first steps are at most ``Δ = 1`` long and the Fisher runs
+are no longer below the baseline (``docs/adaptive/adaptive.md``).
 
 Defaults: ``initial=1e-2`` (a Newton step that starts close to undamped),
 ``factor=1.5`` (Moré's and K-FAC's rules use factors between 1.05 and 2;
 per step 1.5 moves ``λ`` a decade in six steps, fast enough to track, slow
 enough that one noisy batch cannot swing it), ``low=¼``, ``high=¾``
 (Moré 1978; Nocedal & Wright, Algorithm 4.1), ``minimum=1e-6``,
-``maximum=1e6``.
+``maximum=1e6``, ``radius=1`` (one unit of the outputs, e.g. a logit: a
+step that already changes a softmax by a factor e), ``min_radius=1e-6``,
+``max_radius=1e6``.
+
+Saved state. The ratio and the radius are variables saved with the model
+(see :class:`DampingState`); a loaded ratio or radius that is not finite
+and positive is reset to its initial value with a ``RuntimeWarning``.
 
 Example:
 
@@ -99,8 +141,8 @@ def _ordered(names, values) -> None:
 class AdaptiveDamping(Configurable):
     """Levenberg-Marquardt damping with a trust radius (see module).
 
-    Per-curvature guidance (sorting benchmarks of the module docstring):
-    see :data:`GUIDANCE`.
+    When to use it, per curvature (measured on the sorting benchmarks,
+    ``docs/adaptive/adaptive.md``): see the module docstring.
 
     Args:
       initial: the first step's ratio ``r = λ / κ``.

@@ -96,5 +96,22 @@ def main(folders):
                   f"{welch(a, g)} | {len(b)}/{len(g)}/{len(a)} |")
 
 
+def path_row(fixed="docs/adaptive_path/fixed/results_summary.csv",
+             before="docs/adaptive_path/adaptive/results_summary.csv",
+             adaptive="docs/adaptive/path/results.json"):
+    """The relaxed shortest path (Fisher): test perfect match, seeds 0 and 1."""
+    def two(row):
+        mean, std = float(row["perfect_match_mean"]), float(row["perfect_match_std"])
+        return [mean - std / math.sqrt(2.0), mean + std / math.sqrt(2.0)]
+
+    rows = {r["newton"]: two(r) for r in csv.DictReader(open(fixed, encoding="utf-8"))}
+    old = [two(r) for r in csv.DictReader(open(before, encoding="utf-8"))][0]
+    new = json.load(open(adaptive, encoding="utf-8"))["summary"][0]["values"]["perfect_match"]
+    print(f"| relaxed(for, l1) shortest path † | fisher | {fmt(rows['none'])} | 0.01 ‡ | "
+          f"{fmt(rows['fisher'])} | {fmt(old)} | {fmt(new)} | {welch(new, rows['none'])} | "
+          f"{welch(new, rows['fisher'])} | 2/2/2 |")
+
+
 if __name__ == "__main__":
     main(sys.argv[1:])
+    path_row()

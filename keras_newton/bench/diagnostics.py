@@ -22,9 +22,10 @@ gradients ``g_i = ∇_{y_i} ℓ_i`` and Hessians ``H_i``:
   gradient over the whole batch (flattened): 1 means the Newton step is the
   gradient times a scalar, which Adam's normalization undoes;
 * ``step_scale``: ``‖d‖ / ‖g‖``, the effective per-batch step scale;
-* ``damping``: the ``λ`` of the step (for adaptive damping, the model's
-  current ratio times this batch's curvature scale ``κ``, see
-  :mod:`keras_newton.newton.curvature_scale`).
+* ``damping``: the ``λ`` of the step (for adaptive damping, the larger of
+  the model's current ratio times this batch's curvature scale ``κ``, see
+  :mod:`keras_newton.newton.curvature_scale`, and the largest gradient norm
+  over the trust radius).
 
 The last five are ``NaN`` for the baseline (no curvature is used).
 
@@ -91,7 +92,8 @@ def order_basis(n: int) -> np.ndarray:
 def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
                         damping: float, derivatives: Callable | None = None,
                         damping_ratio: float | None = None,
-                        target: Callable | None = None) -> dict[str, float]:
+                        target: Callable | None = None,
+                        damping_radius: float | None = None) -> dict[str, float]:
     """The diagnostics of the module docstring for one batch of sets.
 
     Args:
@@ -103,8 +105,9 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
       derivatives: ``(y_true, y_pred) -> (gradients, hessians)``, by default
         :func:`per_set_derivatives` of ``loss``.
       damping_ratio: for adaptive damping, ``λ / κ`` (then ``damping`` is
-        ignored and ``λ`` is this ratio times the batch curvature's
-        root-mean-square eigenvalue ``κ``).
+        ignored and ``λ = max(r·κ, max_i ‖g_i‖ / Δ)`` with ``κ`` the batch
+        curvature's root-mean-square eigenvalue and ``Δ`` ``damping_radius``).
+      damping_radius: the adaptive damping's trust radius ``Δ``.
       target: ``(y_true, y_pred, damping) -> z*``, by default
         :func:`keras_newton.newton_target` of ``loss`` with curvature ``newton``.
 
@@ -139,7 +142,10 @@ def sorting_diagnostics(loss: keras.losses.Loss, y_true, y_pred, newton: str,
     if damping_ratio is not None:
         # κ as the Newton step computes it: ‖M‖_F / √m (mean over sets, element-wise).
         scale = float(np.sqrt(np.mean(np.sum(matrices ** 2, axis=(1, 2)) / g.shape[1])))
-        damping = damping_ratio * (scale if np.isfinite(scale) and scale > 0 else 1.0)
+        scale = scale if np.isfinite(scale) else 0.0
+        floor = float(norms.max()) / damping_radius if damping_radius else 0.0
+        damping = max(damping_ratio * scale, floor)
+        damping = damping if np.isfinite(damping) and damping > 0 else damping_ratio
     out["damping"] = float(damping)
     projected = np.einsum("ia,bij,jc->bac", basis, matrices, basis)
     eigenvalues = np.linalg.eigvalsh(0.5 * (projected + np.swapaxes(projected, 1, 2)))
@@ -178,9 +184,11 @@ def make_monitor(task: Task, variant: Variant,
         states = [w.damping_state for w in getattr(model, "_newton_wrappers", {}).values()
                   if w.damping_state is not None]
         ratio = float(states[0].ratio.numpy()) if states else None
+        radius = float(states[0].radius.numpy()) if states else None
         return sorting_diagnostics(task.loss, y, scores, variant.newton,
                                    0.0 if ratio is not None else variant.damping,
                                    derivatives=derivatives, damping_ratio=ratio,
+                                   damping_radius=radius,
                                    target=target)
 
     return monitor

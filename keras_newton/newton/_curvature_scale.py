@@ -21,9 +21,14 @@ can vanish) and cheap for every form a solver consumes:
 * Hessian-vector products (CG): ``E‖H v‖² = ‖H‖_F² / m`` for a Rademacher
   vector ``v`` scaled by ``1/√m`` (Hutchinson, 1989), one product per sample.
 
-A scale that is zero or not finite (a batch with no usable sample, a loss
-with no curvature there) is replaced by 1, so ``λ = r`` and the step stays
-a damped gradient step.
+A scale that is not finite is returned as 0, as is the scale of a batch
+with no usable sample or of a loss with no curvature there (a saturated
+softmax): the adaptive rule then takes ``λ`` from its trust radius,
+``λ >= max_i ‖g_i‖ / Δ``
+(:func:`keras_newton.newton.adaptive_damping.trust_region_damping`), a
+floor that scales with the loss, instead of a constant. (An earlier rule
+replaced 0 by 1, so ``λ`` jumped up again where ``κ`` underflowed: a
+smaller curvature could give a smaller step.)
 
 Example:
 
@@ -83,7 +88,7 @@ def curvature_scale(curvature, gradients, usable=None) -> tf.Tensor:
       usable: ``[N, 1]`` booleans, the samples element-wise Hessians average.
 
     Returns:
-      A positive finite scalar in the curvature's dtype.
+      A finite scalar ``>= 0`` in the curvature's dtype (0 where it is not finite).
     """
     if isinstance(curvature, HessianProducts):
         m = gradients.shape[-1]
@@ -102,5 +107,4 @@ def curvature_scale(curvature, gradients, usable=None) -> tf.Tensor:
             usable = tf.ones([tf.shape(curvature.matrix)[0], 1], tf.bool)
         mean_square = _mean_square_eigenvalue(curvature, usable)
     scale = tf.sqrt(mean_square)
-    good = tf.logical_and(tf.math.is_finite(scale), scale > 0)
-    return tf.where(good, scale, tf.ones_like(scale))
+    return tf.where(tf.math.is_finite(scale), scale, tf.zeros_like(scale))

@@ -35,12 +35,25 @@ from keras_newton.newton._autodiff import per_sample_loss_fn
 from keras_newton.newton._distribution import global_batch_sum
 
 
-def predicted_reduction(gradients, steps, damping, stepped) -> tf.Tensor:
-    """``Σ_i ½(g_iᵀ s_i + λ‖s_i‖²)`` over the ``stepped`` ``[N, 1]`` samples, global."""
+def predicted_reduction(gradients, steps, damping, stepped, shrink=None) -> tf.Tensor:
+    """``Σ_i ½(g_iᵀ s_i + λ‖s_i‖²)`` over the ``stepped`` ``[N, 1]`` samples, global.
+
+    ``shrink``: ``[N, 1]`` factors ``c_i <= 1`` by which a trust radius
+    shortened the solved steps (``steps`` are the shortened ones, ``c_i s_i``).
+    The model at ``c s`` is ``c gᵀs - ½c² sᵀM̃s`` with
+    ``sᵀM̃s = gᵀs - λ‖s‖²`` (the identity above), i.e. in terms of the
+    shortened step ``t = c s``: ``gᵀt - ½(c gᵀt - λ‖t‖²)``; ``c = 1`` gives
+    the formula above.
+    """
     damping = (tf.cast(damping, gradients.dtype) if tf.is_tensor(damping)
                else tf.constant(damping, gradients.dtype))
-    per_sample = 0.5 * (tf.reduce_sum(gradients * steps, axis=1)
-                        + damping * tf.reduce_sum(tf.square(steps), axis=1))
+    linear = tf.reduce_sum(gradients * steps, axis=1)
+    square = tf.reduce_sum(tf.square(steps), axis=1)
+    if shrink is None:
+        per_sample = 0.5 * (linear + damping * square)
+    else:
+        c = tf.reshape(tf.cast(shrink, gradients.dtype), [-1])
+        per_sample = linear - 0.5 * (c * linear - damping * square)
     stepped = tf.reshape(stepped, [-1])
     return global_batch_sum(tf.reduce_sum(tf.where(stepped, per_sample, 0.0)))
 

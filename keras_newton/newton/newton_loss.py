@@ -131,8 +131,9 @@ class NewtonLoss(keras.losses.Loss):
 
     def load_own_variables(self, store):
         if self.damping_state is not None and "ratio" in store:
+            # Files saved before a key existed lack it; assign() checks the values.
             self.damping_state.assign({key: store[key][()] for key in
-                                       self.damping_state.values()})
+                                       self.damping_state.values() if key in store})
 
     def get_config(self):
         config = super().get_config()

@@ -41,7 +41,7 @@ from keras_newton.newton import _derivatives as derivatives
 from keras_newton.newton import _estimators as estimators
 from keras_newton.newton import _loss_decrease as reduction
 from keras_newton.newton import _output_space as output_space
-from keras_newton.newton import solvers
+from keras_newton.newton import adaptive_damping, solvers
 from keras_newton.newton.adaptive_damping import AdaptiveDamping
 from keras_newton.newton._curvature_scale import curvature_scale
 from keras_newton.newton.spec import (
@@ -111,20 +111,26 @@ def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATUR
     curvature_estimate = estimators.estimate_curvature(
         step.curvature, step.estimate, method, loss, step.derivatives,
         batch.y_true, batch.outputs, batch_derivatives, cache)
-    damping = _damping(step.damping, damping_state, curvature_estimate, batch_derivatives)
+    damping, radius, bound = _damping(step.damping, damping_state, curvature_estimate,
+                                      batch_derivatives)
     # (M + λI)^{-1} g_i, the damped Newton step.
     newton_steps = solvers.damped_newton_steps(
         curvature_estimate, batch_derivatives.gradients, damping, step.solver)
+    shrink = None
+    if radius is not None:
+        # Trust region: no step longer than Δ (the λ floor already ensures it
+        # for M̃ ⪰ 0; this also bounds CG stopped at negative curvature).
+        newton_steps, shrink = adaptive_damping.clip_to_radius(newton_steps, radius)
     # z*_i = y_i - (M + λI)^{-1} g_i
     stepped = output_space.stepped_samples(newton_steps, batch_derivatives.usable)
     moved = output_space.moved_outputs(batch, newton_steps, stepped)
     if damping_state is not None and damping_state.adapting:
         # Levenberg-Marquardt: ρ of this step sets the next step's λ.
         predicted = reduction.predicted_reduction(
-            batch_derivatives.gradients, newton_steps, damping, stepped)
+            batch_derivatives.gradients, newton_steps, damping, stepped, shrink)
         predicted = tf.where(getattr(curvature_estimate, "ok", True), predicted, float("nan"))
         actual = reduction.actual_reduction(loss, batch.y_true, batch.outputs, moved, stepped)
-        damping_state.update(damping, actual, predicted)
+        damping_state.update(damping, actual, predicted, bound)
     return tf.stop_gradient(output_space.cast_within_range(moved, batch.dtype))
 
 
@@ -145,10 +151,15 @@ def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=Non
 
 
 def _damping(rule, state, curvature_estimate, batch_derivatives):
-    """This step's ``λ``: a fixed rule's value, or ``r · κ`` of an adaptive one."""
+    """This step's ``(λ, Δ, bound)``: a fixed rule's ``(value, None, False)``, or
+    ``λ = max(r·κ, G/Δ)`` of an adaptive one (its trust radius ``Δ`` and
+    whether ``G/Δ`` set ``λ``; see
+    :func:`~keras_newton.newton.adaptive_damping.trust_region_damping`)."""
     if not isinstance(rule, AdaptiveDamping):
-        return rule.value()
+        return rule.value(), None, False
     scale = curvature_scale(curvature_estimate, batch_derivatives.gradients,
                             batch_derivatives.usable)
-    ratio = rule.initial if state is None else state.ratio
-    return tf.cast(ratio, scale.dtype) * scale
+    ratio, radius = (rule.initial, rule.radius) if state is None else (state.ratio, state.radius)
+    damping, bound = adaptive_damping.trust_region_damping(
+        ratio, radius, scale, batch_derivatives.gradients, batch_derivatives.usable)
+    return damping, tf.cast(radius, damping.dtype), bound

@@ -25,7 +25,8 @@ class QuadraticLoss(keras.losses.Loss):
         return 0.5 * tf.einsum("bi,ij,bj->b", residual, self.matrix, residual)
 
 
-def _numpy_reference(matrix, y_true, y_pred, newton, damping, damping_ratio=None):
+def _numpy_reference(matrix, y_true, y_pred, newton, damping, damping_ratio=None,
+                     damping_radius=None):
     g = (y_pred - y_true) @ matrix.T
     norms = np.linalg.norm(g, axis=1)
     n = matrix.shape[0]
@@ -34,8 +35,9 @@ def _numpy_reference(matrix, y_true, y_pred, newton, damping, damping_ratio=None
         curvature = g.T @ g / len(g)
     else:  # hessian and element-wise: every set's Hessian is A.
         curvature = matrix
-    if damping_ratio is not None:  # adaptive: λ = r · RMS eigenvalue of M
-        damping = damping_ratio * np.sqrt(np.mean(np.linalg.eigvalsh(curvature) ** 2))
+    if damping_ratio is not None:  # adaptive: λ = max(r · RMS eigenvalue of M, max‖g‖/Δ)
+        damping = max(damping_ratio * np.sqrt(np.mean(np.linalg.eigvalsh(curvature) ** 2)),
+                      norms.max() / damping_radius)
     eig = np.linalg.eigvalsh(basis.T @ curvature @ basis)
     # The library's default treats negative curvature by |eigenvalue| (saddle-free).
     w, v = np.linalg.eigh(curvature)
@@ -65,14 +67,16 @@ def test_diagnostics_equal_numpy_on_a_quadratic_loss(newton):
 
 
 @pytest.mark.parametrize("newton", ["hessian", "fisher"])
-def test_adaptive_damping_diagnostics_use_the_ratio_times_the_curvature_scale(newton):
+@pytest.mark.parametrize("radius", [1e6, 0.5])  # the ratio sets λ; the radius does
+def test_adaptive_damping_diagnostics_use_the_ratio_times_the_curvature_scale(newton, radius):
     rng = np.random.default_rng(2)
     root = rng.normal(size=(4, 4))
     matrix = root @ root.T + 0.5 * np.eye(4)
     y_true, y_pred = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
     got = diagnostics.sorting_diagnostics(QuadraticLoss(matrix), y_true, y_pred, newton, 0.0,
-                                          damping_ratio=0.05)
-    want = _numpy_reference(matrix, y_true, y_pred, newton, 0.0, damping_ratio=0.05)
+                                          damping_ratio=0.05, damping_radius=radius)
+    want = _numpy_reference(matrix, y_true, y_pred, newton, 0.0, damping_ratio=0.05,
+                            damping_radius=radius)
     for name in ("damping", "curvature_eig_min", "newton_cosine", "step_scale"):
         np.testing.assert_allclose(got[name], want[name], rtol=2e-4, err_msg=name)
 

@@ -139,6 +139,7 @@ def train(args, strategy, api, x, y):
     if state is not None:
         print(f"{api} damping ratio: {float(state.ratio.numpy()):.9g}")
         print(f"{api} last damping: {float(state.damping.numpy()):.9g}")
+        print(f"{api} damping radius: {float(state.radius.numpy()):.9g}")
     return initial, model.get_weights()
 
 

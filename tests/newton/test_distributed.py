@@ -114,8 +114,10 @@ def test_mirrored_adaptive_damping_equals_single_device(tmp_path):
     single_log, mirrored_log = _finish(single), _finish(mirrored)
     for api in apis:
         ratio = _logged(single_log, f"{api} damping ratio")
-        assert ratio != pytest.approx(1e-2)  # it adapted
+        radius = _logged(single_log, f"{api} damping radius")
+        assert ratio != pytest.approx(1e-2) or radius != pytest.approx(1.0)  # it adapted
         assert _logged(mirrored_log, f"{api} damping ratio") == pytest.approx(ratio, rel=1e-5)
+        assert _logged(mirrored_log, f"{api} damping radius") == pytest.approx(radius, rel=1e-5)
         assert _logged(mirrored_log, f"{api} last damping") == pytest.approx(
             _logged(single_log, f"{api} last damping"), rel=1e-4)
         # λ falls towards 1e-6·κ here, where the solve amplifies the float32

@@ -66,7 +66,7 @@ def test_a_spec_and_its_shortcuts_together_are_an_error():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(curvature="fisher", estimate=HessianEstimate(rank=2)), "curvature='hessian'"),
-    (dict(curvature="fisher", damping=0.0, solver="woodbury"), "damping"),
+    (dict(curvature="hessian", solver="woodbury"), "curvature='fisher'"),
     (dict(derivatives="numeric"), "derivatives"),
     (dict(solver="qr"), "solver"),
 ])

@@ -9,7 +9,7 @@ single-device training on the same global batch. Outside a replica context
 
 These are the only cross-replica operations of the Newton core: the batch
 means of the dense and estimated curvatures, the counts of the Woodbury
-Fisher, and its gathered gradients.
+Fisher, and its gathered gradients (and where a replica's rows start).
 
 Example:
 
@@ -54,6 +54,20 @@ def global_batch_sum(value: tf.Tensor) -> tf.Tensor:
     if context is None:
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def local_rows_offset(local_count: tf.Tensor) -> tf.Tensor:
+    """Where this replica's rows start in :func:`global_batch_rows` (0 on one).
+
+    Replicas may hold different numbers of rows (a final partial batch), so
+    the offset is the sum of the row counts of the replicas before this one.
+    """
+    context = _replica_context()
+    if context is None:
+        return tf.constant(0, tf.int32)
+    counts = context.all_gather(tf.reshape(tf.cast(local_count, tf.int32), [1]), axis=0)
+    before = tf.range(tf.shape(counts)[0]) < tf.cast(context.replica_id_in_sync_group, tf.int32)
+    return tf.reduce_sum(tf.where(before, counts, tf.zeros_like(counts)))
 
 
 def global_batch_rows(rows: tf.Tensor) -> tf.Tensor:

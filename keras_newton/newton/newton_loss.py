@@ -89,8 +89,10 @@ class NewtonLoss(keras.losses.Loss):
         self.hessian_cache = self.step.estimate.new_cache()
         # The adaptive damping's ratio, carried across steps; None for a fixed λ.
         self.damping_state = self.step.damping.new_state()
-        # Read when a call is traced: NewtonLossModel turns it off to evaluate.
+        # Read when a call is traced: NewtonLossModel turns it off to evaluate,
+        # and sets the [N] mask of samples it leaves out of the step.
         self.adapt_damping = True
+        self.keep = None
 
     @property
     def damping(self):
@@ -103,7 +105,7 @@ class NewtonLoss(keras.losses.Loss):
         if self.damping_state is not None:
             self.damping_state.adapting = self.adapt_damping
         target = newton_step_target(self.loss, y_true, y_pred, self.step, self.hessian_cache,
-                                    self.damping_state)
+                                    self.damping_state, self.keep)
         difference = target - y_pred
         # A non-finite output must not send NaN back into the weights.
         difference = tf.where(

@@ -72,7 +72,8 @@ def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATUR
     return newton_step_target(loss, y_true, y_pred, as_newton_step(step, curvature, damping))
 
 
-def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=None) -> tf.Tensor:
+def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=None,
+                       keep=None) -> tf.Tensor:
     """Eq. (3a) as ``step`` (a ``NewtonStep``) says; see :func:`newton_target`.
 
     ``cache``: the :class:`~keras_newton.newton.curvature_cache.CurvatureCache`
@@ -86,6 +87,10 @@ def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=Non
     calls; this call uses its ratio and, unless ``damping_state.adapting``
     is off (evaluation), sets the next one. Without it an adaptive rule uses
     its initial ratio and adapts nothing.
+
+    ``keep``: optional ``[N]`` booleans; a sample with ``False`` is left out
+    as one with a non-finite gradient is (not in the curvature, no step).
+    Estimated Hessians (``HessianEstimate``) do not see it.
     """
     loss = derivatives.resolve_loss(loss)
     step.check_loss(loss)
@@ -99,7 +104,7 @@ def newton_step_target(loss, y_true, y_pred, step, cache=None, damping_state=Non
     batch_derivatives = derivatives.batch_derivatives(
         loss, batch.y_true, batch.outputs,
         estimators.derivatives_needed(step.curvature, step.estimate, method),
-        step.derivatives)
+        step.derivatives, keep)
     # M: the curvature of the global batch (all-reduced across replicas).
     curvature_estimate = estimators.estimate_curvature(
         step.curvature, step.estimate, method, loss, step.derivatives,

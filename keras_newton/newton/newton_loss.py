@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from keras_newton.newton import output_space
 from keras_newton.newton.derivatives import resolve_loss
 from keras_newton.newton.options import config_with_step
 from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, as_newton_step
@@ -101,7 +102,15 @@ class NewtonLoss(keras.losses.Loss):
             return self.step.damping.value()
         return self.damping_state.damping
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Before Keras converts them, so that the message names the argument.
+        output_space.reject_composite(y_true, "y_true")
+        output_space.reject_composite(y_pred, "y_pred")
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
     def call(self, y_true, y_pred):
+        # Keras hands a Python list over as a list of scalar tensors.
+        y_true, y_pred = output_space.as_tensors(y_true), output_space.as_tensors(y_pred)
         if self.damping_state is not None:
             self.damping_state.adapting = self.adapt_damping
         target = newton_step_target(self.loss, y_true, y_pred, self.step, self.hessian_cache,

@@ -105,7 +105,7 @@ def autodiff_derivatives(
     gradients = gradients_at(flat)
     usable = finite_rows(gradients)
     if keep is not None:
-        usable = tf.logical_and(usable, keep)
+        usable = tf.logical_and(usable, tf.reshape(keep, [-1, 1]))
     return gradients, autodiff_mean_hessian(gradients_at, flat, usable)
 
 

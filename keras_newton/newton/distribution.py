@@ -48,6 +48,24 @@ def global_batch_mean(mean: tf.Tensor, count: tf.Tensor) -> tf.Tensor:
     return total / tf.maximum(total_count, 1.0)
 
 
+def replica_batch_share(count: tf.Tensor) -> tf.Tensor:
+    """``R · n_r / N``: corrects a replica's ``sum_over_batch_size`` loss to the global mean.
+
+    Keras reduces each replica's loss by its own sample count ``n_r`` and by
+    the replica count ``R``, so a replica's samples weigh ``1 / (R n_r)``
+    instead of ``1 / N`` when the shards differ in size (a final partial
+    batch, e.g. 2 and 1 samples: weights 1/4 and 1/2 instead of 1/3).
+    Multiplying the replica's loss by this factor gives ``1 / N`` for every
+    sample, the single-device step. 1 outside a replica context.
+    """
+    context = _replica_context()
+    if context is None:
+        return tf.constant(1.0)
+    count = tf.cast(count, tf.float32)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return tf.math.divide_no_nan(context.num_replicas_in_sync * count, total)
+
+
 def global_batch_sum(value: tf.Tensor) -> tf.Tensor:
     """``value`` summed over the replicas (unchanged on a single one)."""
     context = _replica_context()

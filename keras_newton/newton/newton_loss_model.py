@@ -6,6 +6,7 @@ from keras.src.losses import loss as keras_loss_module
 from keras.src.models.functional import Functional
 from keras.src.models.model import functional_init_arguments
 
+from keras_newton.newton.distribution import replica_batch_share
 from keras_newton.newton.finite_inputs import drop_non_finite_rows, finite_input_rows
 from keras_newton.newton.newton_loss import NewtonLoss
 from keras_newton.newton.options import config_with_step
@@ -70,7 +71,13 @@ class NewtonLossModel(keras.Model):
     that the default ``sum_over_batch_size`` reduction still divides by the
     full batch size ``N`` (so the step is ``(N - 1)/N`` times the step on the
     ``N - 1`` remaining samples, for one left-out sample). Samples with
-    non-finite labels take no Newton step. Non-finite gradients of a step are replaced
+    non-finite labels take no Newton step.
+
+    Under ``tf.distribute`` the batch curvature is that of the global batch,
+    and the (3b) loss weighs every sample ``1/N`` of the global batch even
+    when the replicas' shards differ in size (a final partial batch), where
+    Keras' own reduction weighs a replica's samples ``1/(R n_r)``; so a
+    mirrored run takes the single-device steps. Non-finite gradients of a step are replaced
     by zeros, so NaN never reaches the weights (stateful optimizers may
     still move by their momentum); with a ``LossScaleOptimizer`` they are
     passed on, since it skips such steps and lowers its loss scale itself.
@@ -181,9 +188,14 @@ class NewtonLossModel(keras.Model):
             # Excluded samples: out of the curvature, no step (weight 0 too).
             wrapper.keep = None if excluded is None else tf.logical_not(excluded)
             try:
-                total += weight * wrapper(target, output, sample_weight=sw)
+                term = wrapper(target, output, sample_weight=sw)
             finally:
                 wrapper.keep = None
+            if wrapper.reduction in ("sum_over_batch_size", "mean"):
+                # Weigh every sample 1/N of the global batch, also when the
+                # replicas' shards differ in size (a final partial batch).
+                term *= tf.cast(replica_batch_share(tf.shape(output)[0]), term.dtype)
+            total += weight * term
         if self.losses:
             # Keras losses already divide by the replica count; do the same.
             regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.losses])

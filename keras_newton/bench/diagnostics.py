@@ -24,7 +24,7 @@ gradients ``g_i = ∇_{y_i} ℓ_i`` and Hessians ``H_i``:
 * ``step_scale``: ``‖d‖ / ‖g‖``, the effective per-batch step scale;
 * ``damping``: the ``λ`` of the step (for adaptive damping, the larger of
   the model's current ratio times this batch's curvature scale ``κ``, see
-  :mod:`keras_newton.newton.curvature_scale`, and the largest gradient norm
+  :mod:`keras_newton.newton._curvature_scale`, and the largest gradient norm
   over the trust radius).
 
 The last five are ``NaN`` for the baseline (no curvature is used).

@@ -103,7 +103,7 @@ def restart_curvature_caches(model: keras.Model) -> None:
 
     A :class:`keras_newton.NewtonLossModel` with ``hessian_refresh_every > 1``
     keeps the last Hessian factorization per output in a
-    :class:`keras_newton.newton.curvature_cache.CurvatureCache` and refreshes it when
+    :class:`keras_newton.newton._curvature_cache.CurvatureCache` and refreshes it when
     the cache's call counter is a multiple of ``k``; zeroing the counter
     forces a refresh. Models without caches are left alone.
     """

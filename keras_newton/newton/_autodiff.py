@@ -41,7 +41,7 @@ def per_sample_loss_fn(loss, name_shapes: bool = True
     mean over the non-batch axes is the per-sample loss, so the batch mean of
     the result equals Keras' default ``sum_over_batch_size`` reduction.
     Shape errors name ``y_true``, ``y_pred`` and their shapes
-    (:func:`~keras_newton.newton.protocol.shape_errors_named`), unless
+    (:func:`~keras_newton.newton._protocol.shape_errors_named`), unless
     ``name_shapes=False``: for callers that evaluate the loss on a reshaped
     batch and name the caller's shapes themselves.
     """
@@ -73,6 +73,7 @@ def autodiff_derivatives(
     y_true: tf.Tensor,
     y_pred: tf.Tensor,
     curvature: str,
+    keep: Optional[tf.Tensor] = None,
 ) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
     """Per-sample gradients and the requested curvature by nested tapes.
 
@@ -81,6 +82,8 @@ def autodiff_derivatives(
       y_true: targets, passed through unchanged.
       y_pred: outputs ``[N, ...]``; differentiated on a stop-gradient copy.
       curvature: one of :data:`keras_newton.newton.curvatures.CURVATURES`.
+      keep: optional ``[N, 1]`` booleans; samples with ``False`` are left out
+        of the mean Hessian (an excluded sample, see ``loss_derivatives``).
 
     Returns:
       ``(gradients [N, m], matrix)`` where ``matrix`` is the mean Hessian
@@ -100,7 +103,10 @@ def autodiff_derivatives(
             gradients = gradients_at(flat)
         return gradients, per_sample_hessians(outer, gradients, flat)
     gradients = gradients_at(flat)
-    return gradients, autodiff_mean_hessian(gradients_at, flat, finite_rows(gradients))
+    usable = finite_rows(gradients)
+    if keep is not None:
+        usable = tf.logical_and(usable, tf.reshape(keep, [-1, 1]))
+    return gradients, autodiff_mean_hessian(gradients_at, flat, usable)
 
 
 def per_sample_hessians(tape: tf.GradientTape, gradients: tf.Tensor,

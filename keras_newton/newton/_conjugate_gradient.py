@@ -12,7 +12,7 @@ that XLA compiles.
 
 Negative curvature. CG cannot form ``|H_i|`` (the saddle-free transform of the
 dense solver) without an eigendecomposition, so the ``indefinite`` option of
-:mod:`keras_newton.newton.eigen_solve` does not apply here. Instead (truncated CG,
+:mod:`keras_newton.newton._eigen_solve` does not apply here. Instead (truncated CG,
 as in Steihaug's method), CG runs on ``H_i + λI`` as it is, and the first
 search direction ``p_k`` with non-positive curvature
 ``p_kᵀ(H_i + λI)p_k ≤ 0`` stops that sample:

@@ -24,7 +24,7 @@ no cache).
 Example:
 
 >>> import tensorflow as tf
->>> from keras_newton.newton.curvature_cache import CurvatureCache
+>>> from keras_newton.newton._curvature_cache import CurvatureCache
 >>> cache = CurvatureCache(refresh_every=2)
 >>> calls = []
 >>> def compute():

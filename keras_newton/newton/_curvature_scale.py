@@ -33,7 +33,7 @@ smaller curvature could give a smaller step.)
 Example:
 
 >>> import tensorflow as tf
->>> from keras_newton.newton.estimators import DenseCurvature
+>>> from keras_newton.newton._estimators import DenseCurvature
 >>> float(curvature_scale(DenseCurvature(tf.eye(4) * 3.0, True), None))
 3.0
 """
@@ -82,7 +82,7 @@ def curvature_scale(curvature, gradients, usable=None) -> tf.Tensor:
 
     Args:
       curvature: a curvature from
-        :func:`keras_newton.newton.estimators.estimate_curvature`.
+        :func:`keras_newton.newton._estimators.estimate_curvature`.
       gradients: ``[N, m]`` per-sample gradients (their shape and dtype size
         the probe of the matrix-free path; may be ``None`` otherwise).
       usable: ``[N, 1]`` booleans, the samples element-wise Hessians average.

@@ -5,11 +5,11 @@ and, for the Hessian curvatures, second derivatives. Sources, in the order
 ``"auto"`` tries them:
 
 * ``"protocol"``: the loss's own ``per_sample_derivatives`` (see
-  :mod:`keras_newton.newton.protocol`), for losses autodiff cannot
+  :mod:`keras_newton.newton._protocol`), for losses autodiff cannot
   differentiate twice (Monte-Carlo estimators);
 * ``"closed_form"``: Examples 1-4 of Petersen et al. (2024) for MSE and the
-  cross-entropies (:mod:`keras_newton.newton.closed_forms`);
-* ``"autodiff"``: nested gradient tapes (:mod:`keras_newton.newton.autodiff`).
+  cross-entropies (:mod:`keras_newton.newton._closed_forms`);
+* ``"autodiff"``: nested gradient tapes (:mod:`keras_newton.newton._autodiff`).
 
 Naming one source forces it: ``"protocol"`` and ``"closed_form"`` raise when
 the loss has no such derivatives, ``"autodiff"`` differentiates even a loss
@@ -86,12 +86,16 @@ def check_loss(loss, curvature: str, source: str) -> None:
         check_protocol_supports(loss, curvature)
 
 
-def loss_derivatives(loss, y_true, outputs, curvature, source="auto"):
+def loss_derivatives(loss, y_true, outputs, curvature, source="auto", keep=None):
     """Per-sample gradients, the curvature, and which samples are usable.
 
     A sample is usable when its gradient and, where per-sample Hessians are
-    formed, its Hessian are finite; the empirical Hessian is the mean over
-    the usable samples.
+    formed, its Hessian are finite, and ``keep`` (optional ``[N, 1]``
+    booleans: the caller's excluded samples are ``False``) allows it; the
+    empirical Hessian is the mean over the usable samples. An explicit mask,
+    not NaN outputs: XLA:CPU does not reliably carry a NaN row through a
+    fused graph (measured: a NaN row at one batch position entered the
+    curvature).
 
     Returns:
       ``(gradients [N, m], matrix, usable [N, 1])`` where ``matrix`` is
@@ -114,20 +118,24 @@ def loss_derivatives(loss, y_true, outputs, curvature, source="auto"):
             )
         if known is None:
             gradients, matrix = autodiff.autodiff_derivatives(
-                autodiff.per_sample_loss_fn(loss), y_true, outputs, curvature
+                autodiff.per_sample_loss_fn(loss), y_true, outputs, curvature, keep
             )
-            usable = finite_rows(gradients)
+            usable = _kept(finite_rows(gradients), keep)
             if curvature == ELEMENTWISE_HESSIAN:
                 usable = tf.logical_and(usable, finite_rows(matrix))
             return gradients, matrix, usable
         gradients, hessians = known
-    usable = finite_rows(gradients)
+    usable = _kept(finite_rows(gradients), keep)
     if not wants_hessian:
         return gradients, None, usable
     usable = tf.logical_and(usable, finite_rows(hessians))
     if curvature == HESSIAN:
         hessians = masked_mean(hessians, usable)
     return gradients, hessians, usable
+
+
+def _kept(usable, keep):
+    return usable if keep is None else tf.logical_and(usable, tf.reshape(keep, [-1, 1]))
 
 
 class Derivatives(NamedTuple):
@@ -148,10 +156,12 @@ class Derivatives(NamedTuple):
     count: tf.Tensor
 
 
-def batch_derivatives(loss, y_true, outputs, curvature, source="auto") -> Derivatives:
+def batch_derivatives(loss, y_true, outputs, curvature, source="auto",
+                      keep=None) -> Derivatives:
     """:func:`loss_derivatives` of flattened ``outputs`` ``[N, ...]`` in their dtype."""
     m = outputs.shape[1:].num_elements()
-    gradients, matrix, usable = loss_derivatives(loss, y_true, outputs, curvature, source)
+    gradients, matrix, usable = loss_derivatives(loss, y_true, outputs, curvature, source,
+                                                 keep)
     gradients = tf.reshape(tf.cast(gradients, outputs.dtype), [-1, m])
     usable = tf.reshape(usable, [-1, 1])
     gradients = tf.where(usable, gradients, tf.zeros_like(gradients))

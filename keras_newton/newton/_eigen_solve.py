@@ -15,7 +15,7 @@ negative-curvature directions as flat (step ``g/λ`` there). The relative floor
 ``ε max|e|`` keeps ``λ = 0`` with a singular ``M`` finite.
 
 **Low-rank solve.** For an eigen-factorization ``(e, V)`` with fewer
-columns than rows (a sketch, :mod:`keras_newton.newton.sketch`), directions
+columns than rows (a sketch, :mod:`keras_newton.newton._sketch`), directions
 outside ``span(V)`` get the curvature ``ρ = min_k t(e_k)``, the least
 curvature the sketch saw: conservative, since the unseen spectrum lies mostly
 below the kept one, and a smaller ``ρ`` would give near-``g/λ`` steps there:

@@ -17,11 +17,11 @@ Affordable empirical Hessians (:class:`HessianEstimate`). ``H̄`` is a batch
   first ``s`` samples of a shuffled batch is an unbiased estimate; the cost
   of the curvature drops by ``s/N``. Gradients still use the whole batch.
 * **sketching** (``rank=r``): a rank-``r`` eigen-sketch of ``H̄`` from ``2r``
-  Hessian-vector products (:mod:`keras_newton.newton.sketch`), by autodiff or
+  Hessian-vector products (:mod:`keras_newton.newton._sketch`), by autodiff or
   by finite differences of gradients (``products``); exact for ``r = m``.
 * **refreshing** (``refresh_every=k``): the factorization is recomputed every
   ``k`` calls and reused in between
-  (:class:`keras_newton.newton.curvature_cache.CurvatureCache`).
+  (:class:`keras_newton.newton._curvature_cache.CurvatureCache`).
 
 Under ``tf.distribute`` each replica estimates from its own shard and the
 products (or matrices) are all-reduced as sums and counts, so the estimate
@@ -105,9 +105,9 @@ def estimate_curvature(curvature, estimate, method, loss, source, y_true, output
       method: the resolved solver, ``"dense"``, ``"woodbury"`` or ``"cg"``.
       loss: the wrapped loss; ``source``: where its derivatives come from.
       y_true, outputs: the batch, ``outputs`` ``[N, ...]`` in the solve dtype.
-      derivatives: :class:`keras_newton.newton.derivatives.Derivatives` of
+      derivatives: :class:`keras_newton.newton._derivatives.Derivatives` of
         the batch, formed for :func:`derivatives_needed`.
-      cache: a :class:`~keras_newton.newton.curvature_cache.CurvatureCache`
+      cache: a :class:`~keras_newton.newton._curvature_cache.CurvatureCache`
         when ``estimate.refresh_every > 1``.
     """
     if not estimate.exact:

@@ -14,8 +14,10 @@ Example:
 ('float32', 3)
 """
 
+import numbers
 from typing import Any, NamedTuple, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from keras_newton.newton._eigen_solve import solve_dtype
@@ -61,16 +63,70 @@ def _check_outputs(y_true: tf.Tensor, y_pred: tf.Tensor) -> int:
     return y_pred.shape[1:].num_elements()
 
 
+def _is_array_like(value) -> bool:
+    """A (nested) list or tuple of numbers: one array, as NumPy and Keras read it.
+
+    Keras' ``Loss.__call__`` converts a list's numbers one by one, so scalar
+    tensors count as numbers too.
+    """
+    if not isinstance(value, (list, tuple)):
+        return False
+    leaves = tf.nest.flatten(value)
+    return bool(leaves) and all(
+        isinstance(leaf, (numbers.Number, np.generic))
+        or (tf.is_tensor(leaf) and leaf.shape.rank == 0) for leaf in leaves)
+
+
+def as_tensors(value):
+    """``value`` as tensors: a list of numbers becomes one tensor (not a nest of scalars).
+
+    Keras losses take Python lists and NumPy arrays where they take tensors;
+    a structure of tensors or arrays (a loss with structured targets) keeps
+    its structure, each leaf converted.
+    """
+    if _is_array_like(value):
+        return tf.convert_to_tensor(value)
+    return tf.nest.map_structure(tf.convert_to_tensor, value)
+
+
 def prepare_batch(y_true, y_pred) -> Batch:
-    """Checks shapes and dtypes; outputs gradient-stopped in the solve dtype."""
-    y_pred = tf.convert_to_tensor(y_pred)
-    y_true = tf.nest.map_structure(tf.convert_to_tensor, y_true)
+    """Checks shapes and dtypes; outputs gradient-stopped in the solve dtype.
+
+    Raises:
+      TypeError: for a ragged or sparse ``y_true`` or ``y_pred``, or
+        non-floating outputs.
+      ValueError: for outputs without a batch and an output axis, or batch
+        sizes that differ.
+    """
+    reject_composite(y_pred, "y_pred")
+    reject_composite(y_true, "y_true")
+    y_pred = as_tensors(y_pred)
+    y_true = as_tensors(y_true)
     m = _check_outputs(y_true if tf.is_tensor(y_true) else y_pred, y_pred)
     dtype = solve_dtype(y_pred.dtype)
     outputs = tf.cast(tf.stop_gradient(y_pred), dtype)
     if tf.is_tensor(y_true) and y_true.dtype.is_floating:
         y_true = tf.cast(y_true, dtype)
     return Batch(y_true, outputs, m, y_pred.shape[0], y_pred.dtype)
+
+
+def reject_composite(value, name: str = "y_true") -> None:
+    """Raises a TypeError naming ``name`` for ragged or sparse tensors (anywhere in a nest).
+
+    A Newton step needs ``m`` outputs per sample; a ragged batch has no
+    fixed ``m`` and a sparse one no dense curvature. Pad them with
+    ``.to_tensor()`` / ``tf.sparse.to_dense`` first.
+    """
+    for leaf in tf.nest.flatten(value, expand_composites=False):
+        if isinstance(leaf, tf.RaggedTensor):
+            raise TypeError(
+                f"{name} is a tf.RaggedTensor (shape {leaf.shape}); Newton losses need a "
+                f"dense [batch, ...] tensor with the same number of entries per sample. "
+                f"Pad it first, e.g. {name}.to_tensor().")
+        if isinstance(leaf, tf.SparseTensor):
+            raise TypeError(
+                f"{name} is a tf.SparseTensor (dense shape {leaf.shape}); Newton losses "
+                f"need a dense tensor. Convert it first with tf.sparse.to_dense({name}).")
 
 
 def stepped_samples(steps, usable) -> tf.Tensor:

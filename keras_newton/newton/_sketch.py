@@ -34,12 +34,12 @@ from ``2r`` products. For ``r = m`` it is exact (``Q`` is a full orthonormal
 basis). The sketch works for indefinite ``H̄``, unlike the Nyström method.
 
 The damped solve with such a factorization is
-:func:`keras_newton.newton.eigen_solve.low_rank_damped_solve`.
+:func:`keras_newton.newton._eigen_solve.low_rank_damped_solve`.
 
 Example:
 
 >>> import tensorflow as tf
->>> from keras_newton.newton.sketch import mean_hessian_products
+>>> from keras_newton.newton._sketch import mean_hessian_products
 >>> loss = lambda t, y: tf.reduce_sum(y ** 4, axis=-1) / 12.0   # H_i = diag(y_i²)
 >>> y = tf.constant([[1.0, 2.0], [3.0, 0.0]])
 >>> mean_hessian_products(loss, None, y, tf.eye(2)).numpy()

@@ -28,7 +28,7 @@ the ``λ`` of the *next* step from ``ρ = actual / pred``:
 
 Scale. ``λ`` is kept as a *ratio* ``r`` to the curvature's own scale
 ``κ = ‖M‖_F / √m`` (the root-mean-square eigenvalue, see
-:mod:`keras_newton.newton.curvature_scale`), so one default works for
+:mod:`keras_newton.newton._curvature_scale`), so one default works for
 losses of any scale and ``λ`` follows the curvature as it grows. ``r`` is
 clamped to ``[minimum, maximum]``.
 
@@ -272,7 +272,7 @@ def trust_region_damping(ratio, radius, scale, gradients, usable=None):
 
     Args:
       ratio, radius: ``r`` and ``Δ`` (scalars).
-      scale: ``κ`` of :func:`keras_newton.newton.curvature_scale.curvature_scale`.
+      scale: ``κ`` of :func:`keras_newton.newton._curvature_scale.curvature_scale`.
       gradients: ``[N, m]`` per-sample gradients.
       usable: ``[N, 1]`` booleans or ``None`` (all rows).
 

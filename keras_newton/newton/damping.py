@@ -10,8 +10,8 @@ keeps one ``λ`` for the whole run;
 from the last step's ρ. Both have the members:
 
 * ``value()``: the ``λ`` of this step, consumed by the damped solve only;
-* ``positive``: whether ``λ > 0`` on every step, a static fact the solver
-  choice needs (the Woodbury identity divides by ``λ``);
+* ``positive``: whether ``λ > 0`` on every step, a static fact about the
+  rule (no solver needs it any longer: the Woodbury solve takes ``λ = 0``);
 * ``new_state()``: the variables a loss keeps across steps (``None`` for a
   fixed ``λ``).
 

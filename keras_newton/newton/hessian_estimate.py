@@ -1,7 +1,7 @@
 """``HessianEstimate``: how the empirical Hessian ``H̄`` of a batch is estimated.
 
 The default is exact: ``H̄ = (1/N) Σ_i H_i`` of the whole batch, formed every
-step. Each field makes it cheaper (see :mod:`keras_newton.newton.estimators`
+step. Each field makes it cheaper (see :mod:`keras_newton.newton._estimators`
 for the estimators and their accuracy):
 
 * ``samples=s``: from the first ``s`` samples of the (shuffled) batch;

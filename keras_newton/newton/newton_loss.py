@@ -3,10 +3,11 @@
 import keras
 import tensorflow as tf
 
+from keras_newton.newton import _output_space as output_space
 from keras_newton.newton._derivatives import resolve_loss
 from keras_newton.newton._legacy_options import config_with_step
 from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, NewtonStep, as_newton_step
-from keras_newton.newton.target import newton_target
+from keras_newton.newton.target import _newton_target
 
 
 @keras.saving.register_keras_serializable(package="keras_newton")
@@ -89,8 +90,10 @@ class NewtonLoss(keras.losses.Loss):
         # refreshed every k steps and the adaptive damping's ratio (each None
         # where the spec needs none).
         self.state = self.step.new_state()
-        # Read when a call is traced: NewtonLossModel turns it off to evaluate.
+        # Read when a call is traced: NewtonLossModel turns it off to evaluate,
+        # and sets the [N] mask of samples it leaves out of the step.
         self.adapt_damping = True
+        self.keep = None
 
     @property
     def hessian_cache(self):
@@ -109,10 +112,18 @@ class NewtonLoss(keras.losses.Loss):
             return self.step.damping.value()
         return self.damping_state.damping
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Before Keras converts them, so that the message names the argument.
+        output_space.reject_composite(y_true, "y_true")
+        output_space.reject_composite(y_pred, "y_pred")
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
     def call(self, y_true, y_pred):
+        # Keras hands a Python list over as a list of scalar tensors.
+        y_true, y_pred = output_space.as_tensors(y_true), output_space.as_tensors(y_pred)
         if self.damping_state is not None:
             self.damping_state.adapting = self.adapt_damping
-        target = newton_target(self.loss, y_true, y_pred, self.step, state=self.state)
+        target = _newton_target(self.loss, y_true, y_pred, self.step, self.state, self.keep)
         difference = target - y_pred
         # A non-finite output must not send NaN back into the weights.
         difference = tf.where(

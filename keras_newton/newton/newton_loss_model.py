@@ -5,9 +5,11 @@ import tensorflow as tf
 
 from keras_newton._keras_private import Functional, functional_init_arguments
 from keras_newton._keras_private import loss_module as keras_loss_module
-from keras_newton.newton._finite_inputs import drop_non_finite_rows
+from keras_newton.newton._distribution import replica_batch_share
+from keras_newton.newton._finite_inputs import drop_non_finite_rows, finite_input_rows
 from keras_newton.newton.newton_loss import NewtonLoss
 from keras_newton.newton._legacy_options import config_with_step
+from keras_newton.newton._sample_weights import exclude_invalid_weights
 from keras_newton.newton.spec import DEFAULT_CURVATURE, DEFAULT_DAMPING, NewtonStep, as_newton_step
 
 
@@ -56,10 +58,25 @@ class NewtonLossModel(keras.Model):
     ``sample_weight``, several outputs, mixed precision (the optimizer's loss
     scaling) and ``jit_compile=True`` work as for any model; ``loss``,
     ``loss_weights``, ``y`` and ``sample_weight`` may be single values, lists
-    or dicts keyed by output name, as in ``keras.Model.compile``. Samples
-    with a non-finite input are left out of the step before the forward pass
-    (:mod:`keras_newton.newton.finite_inputs`), and samples with non-finite
-    labels take no Newton step. Non-finite gradients of a step are replaced
+    or dicts keyed by output name, as in ``keras.Model.compile``.
+
+    Left-out samples. A sample with a non-finite input is zeroed before the
+    forward pass (:mod:`keras_newton.newton._finite_inputs`), and a sample
+    with a NaN, infinite or negative ``sample_weight`` (for any output) is
+    treated the same (:mod:`keras_newton.newton._sample_weights`): its weight
+    becomes 0 for every output, it is left out of every output's batch
+    curvature and takes no Newton step, and the logged ``loss`` stays finite.
+    The other samples then train exactly as on the batch without it, except
+    that the default ``sum_over_batch_size`` reduction still divides by the
+    full batch size ``N`` (so the step is ``(N - 1)/N`` times the step on the
+    ``N - 1`` remaining samples, for one left-out sample). Samples with
+    non-finite labels take no Newton step.
+
+    Under ``tf.distribute`` the batch curvature is that of the global batch,
+    and the (3b) loss weighs every sample ``1/N`` of the global batch even
+    when the replicas' shards differ in size (a final partial batch), where
+    Keras' own reduction weighs a replica's samples ``1/(R n_r)``; so a
+    mirrored run takes the single-device steps. Non-finite gradients of a step are replaced
     by zeros, so NaN never reaches the weights (stateful optimizers may
     still move by their momentum); with a ``LossScaleOptimizer`` they are
     passed on, since it skips such steps and lowers its loss scale itself.
@@ -152,7 +169,7 @@ class NewtonLossModel(keras.Model):
         return {f"damping_{names[i] if i < len(names) else i}": w.damping_state.damping
                 for i, w in adaptive.items()}
 
-    def _newton_loss(self, y, y_pred, sample_weight, training=True):
+    def _newton_loss(self, y, y_pred, sample_weight, training=True, excluded=None):
         names = getattr(self, "output_names", None)
         wrappers = self._wrappers_for(y_pred)
         weights = _per_output(self._newton_loss_weights, y_pred, names, 1.0, "loss_weights")
@@ -167,7 +184,17 @@ class NewtonLossModel(keras.Model):
                 continue
             # Evaluation must not adapt the damping (read when traced).
             wrapper.adapt_damping = training
-            total += weight * wrapper(target, output, sample_weight=sw)
+            # Excluded samples: out of the curvature, no step (weight 0 too).
+            wrapper.keep = None if excluded is None else tf.logical_not(excluded)
+            try:
+                term = wrapper(target, output, sample_weight=sw)
+            finally:
+                wrapper.keep = None
+            if wrapper.reduction in ("sum_over_batch_size", "mean"):
+                # Weigh every sample 1/N of the global batch, also when the
+                # replicas' shards differ in size (a final partial batch).
+                term *= tf.cast(replica_batch_share(tf.shape(output)[0]), term.dtype)
+            total += weight * term
         if self.losses:
             # Keras losses already divide by the replica count; do the same.
             regularization = tf.add_n([tf.cast(l, tf.float32) for l in self.losses])
@@ -179,10 +206,14 @@ class NewtonLossModel(keras.Model):
         if self._newton_losses is None:
             raise ValueError("NewtonLossModel needs a loss in compile(loss=...).")
         # NaN input rows would reach every weight gradient through 0 * NaN.
+        finite_inputs = finite_input_rows(x)
         x, sample_weight = drop_non_finite_rows(x, sample_weight)
+        excluded = None if finite_inputs is None else tf.logical_not(finite_inputs)
+        # So would a NaN sample weight; it (and inf, negative) excludes its sample.
+        sample_weight, excluded = exclude_invalid_weights(sample_weight, excluded)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
-            newton_loss = self._newton_loss(y, y_pred, sample_weight)
+            newton_loss = self._newton_loss(y, y_pred, sample_weight, excluded=excluded)
             scaled = self.optimizer.scale_loss(newton_loss)
         # The original loss is only logged, never differentiated.
         loss = self._compute_loss(

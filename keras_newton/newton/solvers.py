@@ -1,18 +1,19 @@
 """``Solver``: how the damped system ``(M + λI) s_i = g_i`` is solved.
 
 * ``"dense"``: eigendecomposition of ``m×m`` matrices with the ``indefinite``
-  treatment of negative curvature (:mod:`keras_newton.newton.eigen_solve`);
+  treatment of negative curvature (:mod:`keras_newton.newton._eigen_solve`);
   estimated Hessians use the same solve on their eigen-factorization;
 * ``"woodbury"``: empirical Fisher with ``m`` above the batch size, an
-  ``N×N`` system (:mod:`keras_newton.newton.woodbury`); needs ``λ > 0``;
+  ``N×N`` system in the span of the gradients
+  (:mod:`keras_newton.newton._woodbury`), for every ``λ >= 0``;
 * ``"cg"``: element-wise Hessian by conjugate gradients with Hessian-vector
-  products (:mod:`keras_newton.newton.conjugate_gradient`). CG cannot apply
+  products (:mod:`keras_newton.newton._conjugate_gradient`). CG cannot apply
   ``indefinite``: it stops at the first search direction ``p`` with
   ``pᵀ(H_i + λI)p ≤ 0`` and returns the iterate so far (``g_i / max(λ, 1)``
   at the first iteration), so for indefinite ``H_i`` its step differs from
   the dense ``"abs"`` step; ``indefinite="clip"`` with CG is an error;
 * ``"auto"``: Woodbury / CG when ``m > 256`` where they apply (Woodbury:
-  ``λ > 0`` and ``m`` above a static batch size; CG: a loss autodiff can
+  ``m`` above a static batch size; CG: a loss autodiff can
   differentiate twice and ``indefinite="abs"``), else dense.
 
 Example:
@@ -62,17 +63,20 @@ class Solver(Configurable):
         if method == "cg" and indefinite != "abs":
             raise ValueError(
                 f"solver='cg' cannot apply indefinite={indefinite!r}: it stops at "
-                "negative curvature instead (see keras_newton.newton.conjugate_gradient). "
+                "negative curvature instead (see keras_newton.newton._conjugate_gradient). "
                 "Use solver='dense', or the default indefinite='abs'.")
         self.cg_max_iterations = int(cg_max_iterations)
         self.cg_tolerance = float(cg_tolerance)
 
     def check(self, curvature: str, damping_positive: bool) -> None:
-        """Raises if this solver cannot solve ``curvature`` (at this damping)."""
-        if self.method == "woodbury" and (curvature != FISHER or not damping_positive):
+        """Raises if this solver cannot solve ``curvature``.
+
+        ``damping_positive`` (whether ``λ > 0`` on every step) is accepted for
+        callers' sake; every solver now takes ``λ = 0``.
+        """
+        if self.method == "woodbury" and curvature != FISHER:
             raise ValueError(
-                "solver='woodbury' applies to curvature='fisher' with damping > 0; "
-                f"got curvature={curvature!r} and a damping that can be 0.")
+                f"solver='woodbury' applies to curvature='fisher'; got curvature={curvature!r}.")
         if self.method == "cg" and curvature != ELEMENTWISE_HESSIAN:
             raise ValueError(
                 "solver='cg' applies to curvature='elementwise_hessian' of a loss "
@@ -86,10 +90,13 @@ class Solver(Configurable):
                 f"{type(loss).__name__} supplies its own curvature.")
 
     def choose(self, curvature, damping_positive, m, batch_size, protocol) -> str:
-        """The solver for ``m`` outputs per sample and a static batch size (or None)."""
+        """The solver for ``m`` outputs per sample and a static batch size (or None).
+
+        ``damping_positive`` no longer changes the choice: Woodbury takes ``λ = 0``.
+        """
         if self.method != "auto":
             return self.method
-        if curvature == FISHER and damping_positive and m > LARGE_OUTPUT_SIZE:
+        if curvature == FISHER and m > LARGE_OUTPUT_SIZE:
             return "woodbury" if batch_size is None or m > batch_size else "dense"
         if (curvature == ELEMENTWISE_HESSIAN and m > LARGE_OUTPUT_SIZE and not protocol
                 and self.indefinite == "abs"):
@@ -118,7 +125,7 @@ def damped_newton_steps(curvature, gradients, damping, solver: Solver) -> tf.Ten
     ``g_i`` (Theorem 2 of the paper: ordinary training).
 
     Args:
-      curvature: a curvature from :func:`keras_newton.newton.estimators.estimate_curvature`.
+      curvature: a curvature from :func:`keras_newton.newton._estimators.estimate_curvature`.
       gradients: ``[N, m]`` per-sample gradients.
       damping: ``λ >= 0`` of this step.
       solver: the :class:`Solver` (its ``indefinite`` and CG settings).

@@ -23,7 +23,7 @@ is said once, by five choices, each owned by one concept:
                 name (``"auto"``, ``"dense"``, ``"woodbury"``, ``"cg"``)
 ``derivatives`` where ``g_i`` and ``H_i`` come from: ``"auto"``,
                 ``"protocol"``, ``"closed_form"`` or ``"autodiff"``
-                (:mod:`keras_newton.newton.derivatives`)
+                (:mod:`keras_newton.newton._derivatives`)
 ==============  ==========================================================
 
 Everything that can be checked without the loss and the batch is checked

@@ -89,7 +89,18 @@ def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATUR
       TypeError: for a non-numeric damping, integer outputs, or a ``state``
         that is not a :class:`~keras_newton.newton.spec.NewtonState`.
     """
-    step = as_newton_step(step, curvature, damping)
+    return _newton_target(loss, y_true, y_pred, as_newton_step(step, curvature, damping), state)
+
+
+def _newton_target(loss, y_true, y_pred, step, state=None, keep=None) -> tf.Tensor:
+    """Eq. (3a) as ``step`` (a ``NewtonStep``) says; see :func:`newton_target`.
+
+    ``keep``: optional ``[N]`` booleans; a sample with ``False`` is left out
+    as one with a non-finite gradient is (not in the curvature, no step);
+    :class:`keras_newton.NewtonLossModel` passes the samples it excludes
+    (non-finite inputs, invalid sample weights). Estimated Hessians
+    (``HessianEstimate``) do not see it.
+    """
     if state is not None and not isinstance(state, NewtonState):
         raise TypeError(f"state must be the NewtonState of step.new_state(), got {state!r}.")
     cache = None if state is None else state.hessian_cache
@@ -106,7 +117,7 @@ def newton_target(loss, y_true, y_pred, step=None, *, curvature=DEFAULT_CURVATUR
     batch_derivatives = derivatives.batch_derivatives(
         loss, batch.y_true, batch.outputs,
         estimators.derivatives_needed(step.curvature, step.estimate, method),
-        step.derivatives)
+        step.derivatives, keep)
     # M: the curvature of the global batch (all-reduced across replicas).
     curvature_estimate = estimators.estimate_curvature(
         step.curvature, step.estimate, method, loss, step.derivatives,

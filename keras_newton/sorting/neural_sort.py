@@ -35,6 +35,9 @@ import tensorflow as tf
 from keras_newton.sorting import _checks
 
 
+OVERFLOW_ROWS_INVERSE_TEMPERATURE = 2.0**20
+
+
 def _overflow_safe_scale(scores: tf.Tensor, n: int) -> tf.Tensor:
     """``[..., 1]`` power-of-two divisors that keep the logits of a row finite.
 
@@ -83,6 +86,18 @@ def neural_sort(scores: tf.Tensor, tau: float = 1.0) -> tuple[tf.Tensor, tf.Tens
     logits -= tf.stop_gradient(tf.reduce_max(logits, axis=-1, keepdims=True))
     inverse_temperature = tf.minimum(
         scale[..., None] / _checks.as_scalar(tau, dtype), dtype.max)
+    # Rows rescaled for overflow multiply the shifted logits (<= 0, the row's
+    # largest exactly 0) by up to ~1e38. XLA may fuse and recompute the
+    # logits with different rounding (FMA contraction, measured at
+    # --xla_backend_optimization_level=0), so the largest is off by an ulp,
+    # which times 1e38 is exp -> inf or an all-zero row: NaN. There the
+    # multiplier is capped at 2^20, so an ulp moves a logit by < 1e-4 · 2^20
+    # · ulp, harmless; those rows are then relaxed at a relative temperature
+    # of about 1e-6 of max|s| (only scores that agree to ~6 digits stay soft).
+    inverse_temperature = tf.where(
+        scale[..., None] > 1.0,
+        tf.minimum(inverse_temperature, OVERFLOW_ROWS_INVERSE_TEMPERATURE),
+        inverse_temperature)
     p_hat = tf.nn.softmax(logits * inverse_temperature, axis=-1)  # [..., r, j]
     permutation = tf.linalg.matrix_transpose(p_hat)
     sorted_scores = tf.einsum("...i,...ij->...j", s, permutation)

@@ -9,12 +9,16 @@ parts of TensorFlow round differently depending on the processor they run on:
   changes the order in which a sum is accumulated.
 * **XNNPACK and oneDNN inside XLA** (dots, convolutions) choose their kernels
   at run time by instruction set.
-* **TensorFlow's own oneDNN kernels** (outside XLA) do the same.
+* **oneDNN** kernels, inside and outside XLA, do the same. Turning
+  TensorFlow's oneDNN operations off is not enough: a training run's weights
+  still change with ``ONEDNN_MAX_CPU_ISA`` (measured: AVX2, AVX-512 and
+  SSE4.1 give three different runs), so oneDNN is capped as well.
 
 Before TensorFlow is imported, the benchmark CLI therefore caps XLA:CPU's code
 generation at AVX2 (``--xla_cpu_max_isa=AVX2``), turns off XNNPACK and oneDNN
-inside XLA (``--xla_cpu_use_xnnpack=false --xla_cpu_use_onednn=false``) and
-turns off TensorFlow's oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS=0``). The kernels
+inside XLA (``--xla_cpu_use_xnnpack=false --xla_cpu_use_onednn=false``),
+turns off TensorFlow's oneDNN kernels (``TF_ENABLE_ONEDNN_OPTS=0``) and caps
+what oneDNN still runs at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``). The kernels
 that remain (Eigen's) are compiled into the TensorFlow binary for one
 instruction set. AVX2 with FMA is on every x86-64 server CPU since 2013. The
 result is then a function of the TensorFlow build, the seeds and the command.
@@ -56,10 +60,10 @@ XLA_FLAGS = ("--xla_cpu_max_isa=AVX2", "--xla_cpu_use_xnnpack=false",
              "--xla_cpu_use_onednn=false")
 
 # Environment variables read when TensorFlow loads.
-ENVIRONMENT = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+ENVIRONMENT = {"TF_ENABLE_ONEDNN_OPTS": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 # Recorded with every result: the variables that decide the numerics.
-RECORDED = ("XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS")
+RECORDED = ("XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA")
 
 
 def _flag_name(flag: str) -> str:
@@ -114,7 +118,8 @@ def current_setting(portable: bool, *, environ: MutableMapping[str, str] | None 
 
     Returns:
       ``{"portable": bool, "set_before_tensorflow": bool, "XLA_FLAGS": str,
-      "TF_ENABLE_ONEDNN_OPTS": str}`` (empty strings for unset variables).
+      "TF_ENABLE_ONEDNN_OPTS": str, "ONEDNN_MAX_CPU_ISA": str}`` (empty
+      strings for unset variables).
     """
     environ = os.environ if environ is None else environ
     setting = {"portable": bool(portable), "set_before_tensorflow": not tensorflow_imported}
@@ -171,6 +176,7 @@ def in_force() -> dict:
     return current_setting(portable, tensorflow_imported="tensorflow" in sys.modules)
 
 
-__all__ = ["ENVIRONMENT", "NATIVE_ENV", "NATIVE_FLAG", "XLA_FLAGS", "apply", "configure_from_argv",
+__all__ = ["ENVIRONMENT", "NATIVE_ENV", "NATIVE_FLAG", "RECORDED", "XLA_FLAGS", "apply",
+           "configure_from_argv",
            "configure_if_launched", "current_setting", "in_force", "launched_command_line",
            "wants_native"]

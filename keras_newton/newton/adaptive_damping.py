@@ -111,7 +111,6 @@ import tensorflow as tf
 from keras_newton.newton._configurable import Configurable
 from keras_newton.newton._distribution import global_batch_rows
 
-
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -22,9 +22,10 @@ def test_apply_adds_every_setting_once():
     env = {}
     setting = portable_numerics.apply(True, environ=env, tensorflow_imported=False)
     assert env["XLA_FLAGS"].split() == list(portable_numerics.XLA_FLAGS)
-    assert env["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert env["TF_ENABLE_ONEDNN_OPTS"] == "0" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
     assert setting == {"portable": True, "set_before_tensorflow": True,
-                       "XLA_FLAGS": env["XLA_FLAGS"], "TF_ENABLE_ONEDNN_OPTS": "0"}
+                       "XLA_FLAGS": env["XLA_FLAGS"], "TF_ENABLE_ONEDNN_OPTS": "0",
+                       "ONEDNN_MAX_CPU_ISA": "AVX2"}
     portable_numerics.apply(True, environ=env, tensorflow_imported=False)
     assert env["XLA_FLAGS"].split() == list(portable_numerics.XLA_FLAGS)
 
@@ -84,7 +85,7 @@ TINY_RUN = ["sort", "--sorter", "neural_sort", "--n", "3", "--steps", "1", "--ev
 @pytest.mark.parametrize("extra, portable", [([], True), (["--native-numerics"], False)])
 def test_cli_records_the_setting_it_ran_with(tmp_path, extra, portable):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", portable_numerics.NATIVE_ENV)}
+           if k not in (*portable_numerics.RECORDED, portable_numerics.NATIVE_ENV)}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     subprocess.run([sys.executable, "-m", "keras_newton.bench", *TINY_RUN, *extra,
                     "--output-dir", str(tmp_path)], check=True, env=env, cwd=ROOT,
@@ -95,5 +96,6 @@ def test_cli_records_the_setting_it_ran_with(tmp_path, extra, portable):
     if portable:
         assert numerics["XLA_FLAGS"].split() == list(portable_numerics.XLA_FLAGS)
         assert numerics["TF_ENABLE_ONEDNN_OPTS"] == "0"
+        assert numerics["ONEDNN_MAX_CPU_ISA"] == "AVX2"
     else:
-        assert numerics["XLA_FLAGS"] == "" and numerics["TF_ENABLE_ONEDNN_OPTS"] == ""
+        assert all(numerics[name] == "" for name in portable_numerics.RECORDED)

@@ -58,9 +58,10 @@ def test_woodbury_fisher_steps_equal_the_dense_solve(mode, rng, dtype, n, m):
     np.testing.assert_allclose(tensor, want, **_tolerance(dtype, mode))
 
 
-def test_woodbury_needs_a_positive_damping():
-    with pytest.raises(ValueError, match="damping > 0"):
-        woodbury_fisher_steps(tf.ones([2, 3]), 0.0)
+def test_woodbury_refuses_a_negative_damping():
+    # λ = 0 is solved in the span of the gradients (tests/newton/test_woodbury_solve.py).
+    with pytest.raises(ValueError, match="damping >= 0"):
+        woodbury_fisher_steps(tf.ones([2, 3]), -1.0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

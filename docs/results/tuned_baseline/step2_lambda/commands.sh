@@ -1,0 +1,12 @@
+#!/bin/bash
+# Step 2 of the tuned-baseline plan: λ/√10 and λ·√10 at Newton-Hessian's best rate.
+set -e
+run() { # sorter lr lambda
+  keras-newton-bench grid --quick --task sort --methods sorter=$1 --newton hessian \
+    --learning-rate $2 --damping $3 --seeds 0 1 2 --steps 2000 --verbose 0 \
+    --output-dir bench_results/tuned_lambda/$1_lr$2_lambda$3
+}
+run neural_sort 0.01 3.16e-05
+run neural_sort 0.01 3.16e-04
+run soft_sort 0.03 3.16e-04
+run soft_sort 0.03 3.16e-03

@@ -75,31 +75,47 @@ def test_newton_loss_keeps_one_state():
     assert loss.hessian_cache is loss.state.hessian_cache
     assert loss.damping_state is loss.state.damping_state
     y_true, y_pred = _batch()
-    before = float(loss.damping_state.ratio.numpy())
+    before = _state_values(loss.damping_state)
     loss(y_true, y_pred)
     assert int(loss.state.hessian_cache.step.numpy()) == 1
-    assert float(loss.state.damping_state.ratio.numpy()) != before
+    # The trust region adapts the ratio or the radius, whichever set λ.
+    after = _state_values(loss.damping_state)
+    assert (after["ratio"], after["radius"]) != (before["ratio"], before["radius"])
 
 
 def _state_values(state):
     return {key: float(value.numpy()) for key, value in state.values().items()}
 
 
+def _saved_and_new(values):
+    """The values a file saved before the trust radius holds, and the radius,
+    which such a file lacks and so loads at its initial value."""
+    saved = {key: value for key, value in values.items() if key in STATE_VALUES}
+    return saved, values["radius"]
+
+
 def test_a_compiled_newton_loss_saved_before_the_one_state_loads_its_variables():
     model = keras.models.load_model(os.path.join(FIXTURES, "adaptive_newton_loss.keras"))
     assert isinstance(model.loss.state, NewtonState)
-    assert _state_values(model.loss.state.damping_state) == STATE_VALUES
+    saved, radius = _saved_and_new(_state_values(model.loss.state.damping_state))
+    assert saved == STATE_VALUES
+    assert radius == pytest.approx(AdaptiveDamping().radius)
 
 
 def test_a_newton_loss_model_saved_before_the_one_state_loads_its_variables(tmp_path):
     path = os.path.join(FIXTURES, "adaptive_newton_model.keras")
     model = keras.models.load_model(path)
     state = model._newton_wrappers[0].state
-    assert _state_values(state.damping_state) == STATE_VALUES
-    # Saved again now, the file holds the same variables under the same names.
+    saved, radius = _saved_and_new(_state_values(state.damping_state))
+    assert saved == STATE_VALUES
+    assert radius == pytest.approx(AdaptiveDamping().radius)
+    # Saved again now, the file holds the same variables under the same
+    # names, and the trust radius beside them.
     again = os.path.join(tmp_path, "again.keras")
     model.save(again)
-    assert _weight_names(again) == _weight_names(path)
+    old, new = _weight_names(path), _weight_names(again)
+    assert set(old) <= set(new)
+    assert sorted(os.path.basename(name) for name in set(new) - set(old)) == ["radius"]
 
 
 def _weight_names(path):

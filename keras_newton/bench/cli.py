@@ -121,8 +121,13 @@ def _method_configs(args: argparse.Namespace) -> list[dict]:
 
 
 def _drop_overridden_plan(method: dict, args: argparse.Namespace) -> dict:
-    """A preset method's own variants / seeds / λ yield to --newton / --seeds / --damping."""
-    for flag, key in (("newton", "newton"), ("seeds", "seeds"), ("damping", "dampings")):
+    """A preset method's own variants / seeds / λ / rates yield to the flags.
+
+    ``--newton``, ``--seeds``, ``--damping`` and ``--learning-rate`` replace
+    the method's ``newton``, ``seeds``, ``dampings`` and ``learning_rates``.
+    """
+    for flag, key in (("newton", "newton"), ("seeds", "seeds"), ("damping", "dampings"),
+                      ("learning_rate", "learning_rates")):
         if getattr(args, flag) is not None:
             method.pop(key, None)
     return method

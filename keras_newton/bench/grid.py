@@ -9,8 +9,9 @@ as ``<name>.md``, ``<name>.csv``, ``<name>.json`` (full configuration and
 library versions) and ``<name>.png`` (test metric against training steps),
 all atomically. Rerunning a finished or interrupted grid reuses what is done.
 
-Methods may carry their own variants, seeds and dampings (the main job runs
-five seeds of NeuralSort and SoftSort but fewer of its control). With
+Methods may carry their own variants, seeds, dampings and learning rates per
+variant (the main job trains every variant at the learning rate selected for
+it on validation). With
 ``shard=(i, k)`` a process trains only its share of the runs, so ``k``
 processes (``keras-newton-bench grid --workers k``) use ``k`` cores; a final
 call without a shard finds every run finished and writes the files.
@@ -60,15 +61,18 @@ def slug(text: str) -> str:
 
 
 def variant_label(method: str, newton: str, damping: float,
-                  hessian_options: dict | None = None) -> str:
+                  hessian_options: dict | None = None,
+                  learning_rate: float | None = None) -> str:
     """Row label, e.g. ``"neural_sort(τ=1) · Newton-Hessian (λ=0.01, rank 2)"``.
 
     ``hessian_options`` (``hessian_samples``, ``hessian_rank``,
     ``hessian_refresh_every``) are named when they differ from the exact,
-    every-step Hessian.
+    every-step Hessian; ``learning_rate`` is named when the variant has its
+    own (``"neural_sort(τ=1) · baseline (lr=0.01)"``).
     """
+    rate = [] if learning_rate is None else [f"lr={float(learning_rate):g}"]
     if newton == "none":
-        return f"{method} · baseline"
+        return f"{method} · baseline" + (f" ({rate[0]})" if rate else "")
     details = [f"λ={format_damping(damping)}"]
     options = hessian_options or {}
     if options.get("hessian_samples") is not None:
@@ -79,12 +83,13 @@ def variant_label(method: str, newton: str, damping: float,
         details.append(f"refresh every {options['hessian_refresh_every']}")
     if options.get("hessian_products", "autodiff") != "autodiff":
         details.append(options["hessian_products"].replace("_", " "))
-    return f"{method} · {NEWTON_LABELS[newton]} ({', '.join(details)})"
+    return f"{method} · {NEWTON_LABELS[newton]} ({', '.join(details + rate)})"
 
 
-PLAN_KEYS = ("newton", "seeds", "dampings")
+PLAN_KEYS = ("newton", "seeds", "dampings", "learning_rates")
 """Keys of a method entry that say how it is run, not what it is: its own
-Newton variants, seeds and dampings (``{"sorter": "neural_sort", "seeds": [0, 1]}``)."""
+Newton variants, seeds, dampings and learning rate per variant
+(``{"sorter": "neural_sort", "seeds": [0, 1]}``)."""
 
 
 @dataclasses.dataclass
@@ -108,6 +113,8 @@ def split_plan(method_options: dict) -> tuple[dict, dict]:
       {'newton': ['hessian', 'fisher']}
       >>> split_plan({"sorter": "soft_sort", "dampings": "hessian:1e-3+fisher:0.01"})[1]
       {'dampings': {'hessian': 0.001, 'fisher': 0.01}}
+      >>> split_plan({"sorter": "soft_sort", "learning_rates": "none:1e-2+hessian:3e-3"})[1]
+      {'learning_rates': {'none': 0.01, 'hessian': 0.003}}
     """
     options = {k: v for k, v in method_options.items() if k not in PLAN_KEYS}
     plan = {k: method_options[k] for k in PLAN_KEYS if k in method_options}
@@ -117,7 +124,43 @@ def split_plan(method_options: dict) -> tuple[dict, dict]:
         plan["newton"] = ["none"]
     if isinstance(plan.get("dampings"), str):  # dampings=hessian:0.001+fisher:0.01
         plan["dampings"] = parse_plan_dampings(plan["dampings"])
+    if isinstance(plan.get("learning_rates"), str):  # learning_rates=none:0.01+hessian:0.01
+        plan["learning_rates"] = parse_plan_learning_rates(plan["learning_rates"])
+    if "learning_rates" in plan:
+        plan["learning_rates"] = _checked_learning_rates(plan["learning_rates"])
     return options, plan
+
+
+def parse_plan_learning_rates(text: str) -> dict[str, float]:
+    """``"none:0.01+hessian:0.003"`` → ``{"none": 0.01, "hessian": 0.003}``.
+
+    The command-line form of a method entry's own learning rate per variant
+    (``none`` is the baseline).
+    """
+    rates = {}
+    for item in filter(None, text.split("+")):
+        variant, separator, value = item.partition(":")
+        try:
+            rates[variant] = float(value)
+        except ValueError:
+            separator = ""
+        if not separator:
+            raise ValueError(f"learning_rates must look like none:0.01+hessian:0.003, "
+                             f"got {text!r}")
+    return rates
+
+
+def _checked_learning_rates(rates: dict) -> dict[str, float]:
+    if not isinstance(rates, dict):
+        raise TypeError(f"learning_rates must map variants to rates, got {rates!r}")
+    for variant, rate in rates.items():
+        if variant not in NEWTON_LABELS:
+            raise ValueError(f"learning_rates: unknown variant {variant!r}; "
+                             f"expected one of {tuple(NEWTON_LABELS)}")
+        if not (isinstance(rate, (int, float)) and float(rate) > 0):
+            raise ValueError(f"learning_rates: the rate of {variant!r} must be > 0, "
+                             f"got {rate!r}")
+    return {variant: float(rate) for variant, rate in rates.items()}
 
 
 def parse_plan_dampings(text: str) -> dict[str, float | str]:
@@ -141,8 +184,14 @@ def plan_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
               hessian_options: dict | None = None) -> tuple[list[PlannedRun], list[dict]]:
     """The runs of a grid, in order, and each method's configuration.
 
-    A method entry may carry its own ``newton``, ``seeds`` and ``dampings``
-    (see :data:`PLAN_KEYS`); the arguments are the defaults.
+    A method entry may carry its own ``newton``, ``seeds``, ``dampings`` and
+    ``learning_rates`` (see :data:`PLAN_KEYS`); the arguments are the
+    defaults. A method with ``learning_rates`` must give one for each of its
+    variants: each then trains at its own rate, named in its row label.
+
+    Raises:
+      ValueError: for an unknown task, or a method whose ``learning_rates``
+        leave out one of its variants.
     """
     if task_name not in TASKS:
         raise ValueError(f"task must be one of {tuple(TASKS)}, got {task_name!r}")
@@ -156,20 +205,33 @@ def plan_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
         method_dampings = dict(dampings or {}, **plan.get("dampings", {}))
         method_newton = list(plan.get("newton", newton))
         method_seeds = [int(s) for s in plan.get("seeds", seeds)]
+        rates = plan.get("learning_rates")
+        if rates is not None and set(method_newton) - set(rates):
+            missing = sorted(set(method_newton) - set(rates))
+            raise ValueError(
+                f"method {method}: learning_rates give no rate for {missing}; give every "
+                f"variant its rate, or one rate for all (--learning-rate)")
         configs.append({"method": method, **task.config, "newton": method_newton,
                         "seeds": method_seeds,
                         "dampings": {v: parse_damping(method_dampings.get(v, base.get("damping", 1.0)))
-                                     for v in method_newton if v != "none"}})
+                                     for v in method_newton if v != "none"},
+                        **({"learning_rates": {v: rates[v] for v in method_newton}}
+                           if rates is not None else {})})
+        tasks_by_rate: dict[float, Task] = {}
         for variant_name in method_newton:
             damping = parse_damping(method_dampings.get(variant_name, base.get("damping", 1.0)))
             options_for = hessian_options_for(variant_name, hessian_options)
-            label = variant_label(method, variant_name, damping, options_for)
+            rate = None if rates is None else rates[variant_name]
+            if rate is not None and rate not in tasks_by_rate:
+                tasks_by_rate[rate] = make_task(dict(base, **options, learning_rate=rate))
+            variant_task = task if rate is None else tasks_by_rate[rate]
+            label = variant_label(method, variant_name, damping, options_for, rate)
             variant = Variant.from_flags(label, newton=variant_name, damping=damping,
                                           **options_for)
             for seed in method_seeds:
                 run_dir = os.path.join(output_dir, "runs", slug(method), slug(variant_name),
                                        f"seed{seed}")
-                runs.append(PlannedRun(task, method, variant, seed, run_dir))
+                runs.append(PlannedRun(variant_task, method, variant, seed, run_dir))
     return runs, configs
 
 
@@ -242,7 +304,8 @@ def run_grid(task_name: str, methods: Sequence[dict], newton: Sequence[str],
     Args:
       task_name: ``"sort"``, ``"path"`` or ``"classify"``.
       methods: per method, config entries overriding ``base_config``, and
-        optionally its own ``newton``, ``seeds`` and ``dampings``.
+        optionally its own ``newton``, ``seeds``, ``dampings`` and
+        ``learning_rates``.
       newton: variants: ``"none"``, ``"hessian"``, ``"fisher"``,
         ``"elementwise_hessian"``.
       seeds: weight-initialization seeds.

@@ -277,6 +277,29 @@ def reset_model(model: keras.Model, task: Task, seed: int) -> keras.Model:
     return model
 
 
+def _check_same_run(record: dict, task: Task, variant: Variant, run_dir: str) -> None:
+    """Refuses to reuse a finished run of another configuration.
+
+    Run folders are named by method, Newton variant and seed, so a rerun with
+    a changed learning rate, λ or step count finds the old run's folder;
+    reading its record back would silently report the old setting. Keys that
+    only one side has (a record from before a key existed) are not compared.
+
+    Raises:
+      ValueError: naming the folder and every setting that differs.
+    """
+    saved = json.loads(json.dumps(record.get("config", {})))
+    wanted = json.loads(json.dumps(dict(task.config)))
+    differences = [f"{key}: {saved[key]!r} there, {wanted[key]!r} now"
+                   for key in sorted(set(saved) & set(wanted)) if saved[key] != wanted[key]]
+    if variant.is_newton and "damping" in record and record["damping"] != variant.damping:
+        differences.append(f"damping: {record['damping']!r} there, {variant.damping!r} now")
+    if differences:
+        raise ValueError(
+            f"{run_dir} holds a finished run of another configuration "
+            f"({'; '.join(differences)}); use another output folder or remove that run")
+
+
 def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
                  verbose: int | str = "auto", jit_compile: bool | str = True,
                  callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -302,12 +325,17 @@ def run_training(task: Task, variant: Variant, seed: int, run_dir: str, *,
     Returns:
       The run record: variant, seed, config, history, selected and final
       test metrics, wall times.
+
+    Raises:
+      ValueError: when ``run_dir`` holds a finished run whose configuration
+        or λ differs from ``task`` and ``variant``.
     """
     record_path = os.path.join(run_dir, RECORD_FILE)
     if os.path.exists(record_path):
         problems: list[str] = []
         record, _ = read_json(record_path, "record", problems)
         if isinstance(record, dict):
+            _check_same_run(record, task, variant, run_dir)
             # A kill may have come between the record and the backup's removal.
             shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
             return record

@@ -26,6 +26,7 @@ def _page(name: str) -> str:
 # percent, and the Newton rows' Welch p), with the text that quotes them.
 QUOTED_SUMMARIES = [
     ("docs/main_job/results_summary.csv", "main_job.md"),
+    ("docs/main_job/adam_1e-3/results_summary.csv", "main_job.md"),
     ("docs/main_job/native_numerics/results_summary.csv", "main_job.md"),
     ("docs/main_job/another_machine/results_summary.csv", "main_job.md"),
     ("docs/main_job/ten_seeds/results_summary.csv", "main_job.md"),
@@ -35,8 +36,7 @@ QUOTED_SUMMARIES = [
     ("docs/study/length_10seeds/length_summary.csv", "study.md"),
     ("docs/study/length_fisher/length_summary.csv", "study.md"),
     # The README's headline table.
-    ("docs/main_job/ten_seeds/results_summary.csv", "README.md"),
-    ("docs/controls/lr_3e-3_ten_seeds/lr_runs_summary.csv", "README.md"),
+    ("docs/main_job/results_summary.csv", "README.md"),
 ]
 
 # Every text that names committed result files.

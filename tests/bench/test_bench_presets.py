@@ -83,12 +83,16 @@ def test_main_job_dampings_are_the_selection_on_validation():
     assert hessian_rows == 2
 
 
-def test_the_main_job_page_cites_the_main_jobs_dampings():
+def test_the_main_job_page_cites_the_main_jobs_dampings_and_rates():
     page = (ROOT / "docs" / "results" / "main_job.md").read_text(encoding="utf-8")
-    section = page[page.index("## Five seeds"):]
-    for label, newton, damping in _preset_dampings():
-        name = {"hessian": "Newton-Hessian", "fisher": "Newton-Fisher"}[newton]
-        assert f"{label} · {name} (λ={damping:g})" in section, (label, newton)
+    section = page[page.index("## Five seeds at the selected rates"):]
+    section = section[:section.index("\n## ")]
+    for method in presets.QUICK_GRID_METHODS["sort"]:
+        rates = method["learning_rates"]
+        assert f"{_label(method)} · baseline (lr={rates['none']:g})" in section
+        for newton, damping in method["dampings"].items():
+            name = {"hessian": "Newton-Hessian", "fisher": "Newton-Fisher"}[newton]
+            assert f"{_label(method)} · {name} (λ={damping:g}, lr={rates[newton]:g})" in section
 
 
 def test_main_job_learning_rates_are_the_studies_selection_on_validation():

@@ -103,8 +103,8 @@ STUDY_QUICK_BUDGETS = (500, 1500, 5000, 15000)
 LR_CONTROL_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 # Issue 14's controls, as run for the README (docs/controls/), sized for 2
 # cores (two workers): n = 10, 2000 steps, seeds 0 1 2, NeuralSort and
-# SoftSort, Newton-Hessian and Newton-Fisher at the λ of QUICK_GRID_METHODS
-# (the sweep's best).
+# SoftSort, Newton-Hessian and Newton-Fisher at the sweep's best λ
+# (docs/study/sweep_best.json).
 # 1. The learning rate: baseline vs Newton at every rate (72 runs; 1e-2 was
 #    added after 3e-3 came out best for every row), into
 #    bench_results/controls/lr/ (lr_control.md / .csv / .json / .png):

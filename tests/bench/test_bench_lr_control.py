@@ -270,9 +270,14 @@ def test_the_preset_commands_plan_the_documented_runs(tmp_path):
     objective_planned, _ = grid.plan_grid("sort", cli._method_configs(args), args.newton,
                                           args.seeds, str(tmp_path), base_config=config)
     assert len(lr_planned) == 72 and len(objective_planned) == 18
-    # λ are the main job's (QUICK_GRID_METHODS), for both objectives.
-    main_job = {m["sorter"]: m["dampings"] for m in presets.QUICK_GRID_METHODS["sort"]
-                if m["sorter"] != "diff_sort"}
+    # λ are the sweep's best (docs/study/sweep_best.json), for both objectives.
+    sweep = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "study",
+                                        "sweep_best.json"), encoding="utf-8"))
+    main_job = {}
+    for best in sweep["best"]:
+        sorter = best["method"].split("(")[0]
+        if sorter != "diff_sort":
+            main_job.setdefault(sorter, {})[best["newton"]] = best["damping"]
     for run in lr_planned + objective_planned:
         assert run.task.config["n"] == 10 and run.task.config["steps"] == 2000
         if run.variant.is_newton:

@@ -5,14 +5,17 @@ another in the same process, on one device (``--strategy single``) or as one
 worker of a ``MultiWorkerMirroredStrategy`` job (``TF_CONFIG`` in the
 environment), and saves, per configuration ``c``, the final weights
 (``c/w{i}``), the Newton state (``c/ratio``, ``c/radius``, ``c/damping``) and
-the logged epoch losses (``c/loss``) to an ``.npz`` file. A configuration is
-``curvature-api`` (``hessian-loss``, ``fisher-model``, ``adaptive-model``,
-...): the curvature or ``adaptive`` (the Hessian with adaptive damping), and
-``loss`` (a ``keras.Model`` compiled with ``NewtonLoss``) or ``model``
-(``NewtonLossModel``).
+the logged epoch losses (``c/loss``) to an ``.npz`` file, rewritten after
+each configuration. A configuration is ``curvature-api[@run]``
+(``hessian-loss``, ``fisher-model``, ``adaptive-model@killed``, ...): the
+curvature or ``adaptive`` (the Hessian with adaptive damping); ``loss`` (a
+``keras.Model`` compiled with ``NewtonLoss``) or ``model``
+(``NewtonLossModel``); and a run name, to train the same model again with
+its own checkpoints (``checkpoint_dir/config``).
 
-``KN_KILL_AT=epoch:step`` makes the process SIGKILL itself after that batch
-(a callback's ``on_train_batch_end``), the way a lost machine dies.
+``KN_KILL_AT=config:epoch:step`` makes the process SIGKILL itself after that
+batch of that configuration (a callback's ``on_train_batch_end``), the way
+a lost machine dies.
 ``--checks`` first runs the argument checks that need two replicas and prints
 their messages; ``--keras-fit`` first tries ``model.fit`` and prints its error.
 
@@ -27,7 +30,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SAMPLES, BATCH, FEATURES, CLASSES = 48, 8, 4, 3
+SAMPLES, BATCH, FEATURES, CLASSES = 32, 8, 4, 3
 
 
 def main():
@@ -59,7 +62,9 @@ def main():
     results = {}
     for config in args.configs:
         started = time.perf_counter()
-        model, history = train(args, strategy, config)
+        model, history, initial = train(args, strategy, config)
+        for i, weight in enumerate(initial):
+            results[f"{config}/init{i}"] = weight
         for i, weight in enumerate(model.get_weights()):
             results[f"{config}/w{i}"] = weight
         results[f"{config}/loss"] = np.asarray(history.history["loss"])
@@ -69,7 +74,7 @@ def main():
             for name in ("ratio", "radius", "damping"):
                 results[f"{config}/{name}"] = getattr(state, name).numpy()
         print(f"{config} trained in {time.perf_counter() - started:.1f} s", flush=True)
-    np.savez(args.out, **results)
+        np.savez(args.out, **results)  # after each one: a later one may be killed
 
 
 def data(epoch):
@@ -89,7 +94,7 @@ def build(strategy, config):
 
     import keras_newton as kn
 
-    curvature, api = config.split("-")
+    curvature, api = config.split("@")[0].split("-")
     damping = "adaptive" if curvature == "adaptive" else 0.05
     curvature = "hessian" if curvature == "adaptive" else curvature
     ce = keras.losses.CategoricalCrossentropy(from_logits=True)
@@ -133,17 +138,17 @@ def train(args, strategy, config):
     import keras_newton as kn
 
     model = build(strategy, config)
+    initial = model.get_weights()
     callbacks = []
-    kill = os.environ.get("KN_KILL_AT")
-    if kill:
-        epoch, step = (int(v) for v in kill.split(":"))
-        callbacks.append(kill_at(epoch, step))
+    kill = os.environ.get("KN_KILL_AT", "").split(":")
+    if kill[0] and config == kill[0]:
+        callbacks.append(kill_at(int(kill[1]), int(kill[2])))
     directory = None if args.checkpoint_dir is None else os.path.join(args.checkpoint_dir, config)
     history = kn.distribute.fit(model, data, strategy=strategy, epochs=args.epochs,
                                 callbacks=callbacks, checkpoint_dir=directory,
                                 save_every_steps=args.save_every_steps, verbose=0)
     print(f"{config} epochs trained: {history.epoch}", flush=True)
-    return model, history
+    return model, history, initial
 
 
 def checks(strategy):

@@ -31,22 +31,29 @@ def check_strategy(model, strategy):
     return strategy
 
 
-def check_model(model, strategy) -> None:
-    """Checks that ``model`` is a compiled, built Keras model made in ``strategy``'s scope.
+def check_compiled(model) -> None:
+    """Checks that ``model`` is a compiled Keras model.
 
     Raises:
       TypeError: ``model`` is not a ``keras.Model``.
-      ValueError: it is not compiled or not built, or its variables or its
-        Newton losses' state were not created in ``strategy.scope()``.
+      ValueError: it is not compiled.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model, got {type(model).__name__}.")
     if not getattr(model, "compiled", False) or model.optimizer is None:
         raise ValueError("model is not compiled: call model.compile(optimizer, loss, ...) "
                          "inside strategy.scope() before fit.")
-    if not model.built or not model.trainable_variables:
-        raise ValueError("model is not built (it has no trainable variables): build it inside "
-                         "strategy.scope(), e.g. as a functional model or with model.build(shape).")
+
+
+def check_model(model, strategy) -> None:
+    """Checks that ``model``'s variables were made in ``strategy``'s scope.
+
+    Raises:
+      ValueError: it has no trainable variables, or its variables were not
+        created in ``strategy.scope()``.
+    """
+    if not model.trainable_variables:
+        raise ValueError("model has no trainable variables: there is nothing to train.")
     outside = [v.path for v in model.variables
                if not strategy.extended.variable_created_in_scope(tf_variable(v))]
     if outside:
@@ -122,18 +129,24 @@ def check_dataset(dataset, strategy, steps_per_epoch, name: str = "dataset") -> 
         raise TypeError(f"{name} must be a tf.data.Dataset (or a function of the epoch "
                         f"returning one), got {type(dataset).__name__}.")
     specs = tf.nest.flatten(dataset.element_spec)
-    shape = getattr(specs[0], "shape", None) if specs else None
-    if shape is None or shape.rank is None or shape.rank == 0:
+    shapes = [getattr(spec, "shape", None) for spec in specs]
+    if not shapes or any(shape is None or shape.rank == 0 for shape in shapes):
         raise ValueError(f"{name} must yield batches (tensors with a batch dimension); "
                          f"its elements are {dataset.element_spec}. Call "
                          "dataset.batch(global_batch_size).")
+    leading = {shape[0] for shape in shapes if shape.rank is not None and shape[0] is not None}
+    if len(leading) > 1:
+        raise ValueError(f"{name}'s components have different first dimensions "
+                         f"{sorted(leading)}: is it batched? Its elements are "
+                         f"{dataset.element_spec}. Call dataset.batch(global_batch_size).")
+    shape = shapes[0]
     if steps_per_epoch is None and \
             dataset.cardinality().numpy() == tf.data.INFINITE_CARDINALITY:
         raise ValueError(f"{name} is infinite (repeated), so steps_per_epoch must be given.")
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
         return
-    batch = shape[0]
+    batch = shape[0] if shape.rank is not None else None
     if batch is None:  # batched without drop_remainder: read the first batch's size
         first = next(iter(dataset.take(1)), None)
         if first is None:

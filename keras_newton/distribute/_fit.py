@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_newton._keras_private import symbolic_build
 from keras_newton.distribute import _checks as checks
 from keras_newton.distribute._checkpoint import TrainingCheckpoint, newton_losses, newton_modules
 
@@ -102,8 +103,9 @@ def fit(model, dataset, *, strategy=None, epochs: int = 1, steps_per_epoch=None,
     ['damping', 'loss', 'newton_loss']
 
     Args:
-      model: a built and compiled ``keras.Model``, made inside
-        ``strategy.scope()`` (its Newton losses too).
+      model: a compiled ``keras.Model``, made and compiled inside
+        ``strategy.scope()`` (its Newton losses too); an unbuilt model is
+        built from the dataset's batch spec, as ``model.fit`` does.
       dataset: a ``tf.data.Dataset`` of global batches, or a function
         ``epoch -> tf.data.Dataset``.
       strategy: the ``tf.distribute.Strategy``; ``None``: the one the model
@@ -127,30 +129,35 @@ def fit(model, dataset, *, strategy=None, epochs: int = 1, steps_per_epoch=None,
       TypeError: ``model`` is not a Keras model, ``strategy`` not a
         strategy, or ``dataset`` not a ``tf.data.Dataset`` (or a function
         returning one).
-      ValueError: ``model`` is not compiled or not built, or was built or
-        compiled outside ``strategy.scope()``; ``dataset`` is not batched,
+      ValueError: ``model`` is not compiled, or was built or compiled
+        outside ``strategy.scope()``; ``dataset`` is not batched,
         its batch size is not a multiple of the replica count, or it is
         infinite without ``steps_per_epoch``; ``epochs``,
         ``steps_per_epoch`` or ``save_every_steps`` is not a positive int;
         ``save_every_steps`` without ``checkpoint_dir``.
-      AssertionError: (from ``tf.train``) the checkpoint in
-        ``checkpoint_dir`` was written by a different model or optimizer.
+      AssertionError or ValueError: (from ``tf.train``) the checkpoint in
+        ``checkpoint_dir`` was written for a different model or optimizer.
     """
+    checks.check_compiled(model)
     strategy = checks.check_strategy(model, strategy)
-    checks.check_model(model, strategy)
     verbose = checks.check_counts(epochs, steps_per_epoch, checkpoint_dir, save_every_steps,
                                   verbose)
     make_dataset = dataset if callable(dataset) and not isinstance(dataset, tf.data.Dataset) \
         else (lambda epoch: dataset)
     checks.check_dataset(make_dataset(0), strategy, steps_per_epoch)
 
+    # Before building under the scope (which would fail with another strategy's
+    # variables) and after (what it made).
+    _check_scope(model, strategy)
     with strategy.scope():
-        # Slots exist before a restore assigns them (Keras builds lazily).
+        # Every variable a restore assigns must exist first, but Keras makes
+        # the compiled metrics' and the optimizer's at the first step; make
+        # them (and an unbuilt model's) from the batch spec, as fit() does.
+        symbolic_build(model, make_dataset(0).element_spec)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         _make_newton_losses(model, make_dataset(0).element_spec)
-    checks.check_optimizer(model, strategy)
-    checks.check_newton_state(newton_modules(model), strategy)
+    _check_scope(model, strategy)
 
     position = (0, 0)
     checkpoint = None
@@ -202,6 +209,13 @@ def fit(model, dataset, *, strategy=None, epochs: int = 1, steps_per_epoch=None,
         model.optimizer.finalize_variable_values(model.trainable_weights)
     callback_list.on_train_end(logs=epoch_logs)
     return model.history
+
+
+def _check_scope(model, strategy) -> None:
+    if model.built:
+        checks.check_model(model, strategy)
+    checks.check_optimizer(model, strategy)
+    checks.check_newton_state(newton_modules(model), strategy)
 
 
 def _make_newton_losses(model, element_spec) -> None:

@@ -20,17 +20,18 @@ def fit(model, dataset, *, strategy=None, epochs: int = 1, steps_per_epoch=None,
     :class:`keras_newton.NewtonLossModel` train exactly as their ``train_step``
     says, with the batch curvature of the global batch. This is what Keras'
     ``fit`` does per step; Keras 3.15's ``fit`` itself fails under
-    ``MultiWorkerMirroredStrategy`` in its own bookkeeping (it reduces
-    scalar logs with ``strategy.reduce(MEAN, axis=0)``), which is why this
-    loop exists. On one machine, ``model.fit`` under ``MirroredStrategy`` is
-    the simpler choice and gives the same steps.
+    ``MultiWorkerMirroredStrategy`` before the first step, for any model
+    (``ValueError: Attempt to convert a value (PerReplica:...)``, where it
+    averages the first distributed batch across the workers to build the
+    model symbolically), which is why this loop exists. On one machine,
+    ``model.fit`` under ``MirroredStrategy`` is the simpler choice and gives
+    the same steps.
 
     Logs. ``train_step`` returns metric results, but Keras keeps a metric's
     accumulators per replica (``synchronization="on_read"``), so inside
     ``strategy.run`` each replica returns its own shard's values (Keras'
-    ``fit`` then averages them across replicas, which is what fails under
-    ``MultiWorkerMirroredStrategy``). This loop instead reads every metric
-    once after the step, outside ``strategy.run``, where reading sums the
+    ``fit`` then averages them across replicas). This loop instead reads
+    every metric once after the step, outside ``strategy.run``, where reading sums the
     accumulators of all replicas: the logged ``loss`` and metrics are those
     of the global batch, as on one device (also when the replicas' shards
     differ in size). A log that is not a metric (the adaptive ``damping``,
@@ -116,8 +117,9 @@ def fit(model, dataset, *, strategy=None, epochs: int = 1, steps_per_epoch=None,
       callbacks: a list of ``keras.callbacks.Callback``.
       checkpoint_dir: folder of the checkpoints to save to and resume from;
         ``None``: no checkpoints.
-      save_every_steps: also save every this many batches (needs
-        ``checkpoint_dir``); ``None``: at epoch ends only.
+      save_every_steps: also save after every this many batches of an
+        epoch (counted from its start; needs ``checkpoint_dir``); ``None``:
+        at epoch ends only.
       verbose: ``"auto"`` (= 1), 0 (silent), 1 (progress bar) or 2 (one line
         per epoch), on the chief only.
 

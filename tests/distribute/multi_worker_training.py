@@ -36,7 +36,7 @@ SAMPLES, BATCH, FEATURES, CLASSES = 32, 8, 4, 3
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--strategy", choices=["single", "multiworker"], required=True)
-    parser.add_argument("--configs", nargs="+", required=True)
+    parser.add_argument("--configs", nargs="*", default=[])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--checkpoint_dir", default=None)
     parser.add_argument("--save_every_steps", type=int, default=None)
@@ -187,14 +187,22 @@ def checks(strategy):
 
 
 def keras_fit(strategy):
-    """Prints the error of Keras' own fit under this strategy."""
+    """Prints the error of Keras' own fit under this strategy, and where it is raised."""
+    import keras
+
+    keras.config.disable_traceback_filtering()
     model = build(strategy, "hessian-model")
     try:
         model.fit(data(0), epochs=1, verbose=0)
         print("keras fit: ok", flush=True)
     except Exception as error:  # noqa: BLE001 - the message is what is shown
+        import traceback  # noqa: PLC0415
+
         message = " ".join(str(error).split())
         print(f"keras fit: {type(error).__name__}: {message[:60]} ... {message[-160:]}", flush=True)
+        frames = [f.name for f in traceback.extract_tb(error.__traceback__)
+                  if f"keras{os.sep}src" in f.filename]
+        print(f"keras fit raised in: {' > '.join(frames)}", flush=True)
 
 
 if __name__ == "__main__":

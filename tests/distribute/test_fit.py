@@ -339,3 +339,17 @@ def test_mirrored_strategy_on_one_device_equals_the_default_strategy():
     expected = kn.distribute.fit(reference, _data(), epochs=2, verbose=0)
     np.testing.assert_allclose(history.history["loss"], expected.history["loss"], rtol=1e-6)
     assert _max_difference(mirrored.get_weights(), reference.get_weights()) <= 1e-6
+
+
+def test_the_docstring_example_runs():
+    import doctest  # noqa: PLC0415
+
+    from keras_newton.distribute import _fit  # noqa: PLC0415
+
+    finder = doctest.DocTestFinder()
+    tests = [t for t in finder.find(_fit.fit, "fit", globs={}) if t.examples]
+    assert tests
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0

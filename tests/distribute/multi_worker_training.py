@@ -45,13 +45,10 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    import numpy as np
     import tensorflow as tf
 
     strategy = (tf.distribute.MultiWorkerMirroredStrategy() if args.strategy == "multiworker"
                 else tf.distribute.get_strategy())
-    import keras
-
     import keras_newton as kn
 
     print(f"keras_newton from: {os.path.dirname(os.path.abspath(kn.__file__))}", flush=True)
@@ -59,10 +56,22 @@ def main():
         checks(strategy)
     if args.keras_fit:
         keras_fit(strategy)
+    run(strategy, args.configs, epochs=args.epochs, checkpoint_dir=args.checkpoint_dir,
+        save_every_steps=args.save_every_steps, out=args.out)
+
+
+def run(strategy, configs, epochs=2, checkpoint_dir=None, save_every_steps=None, out=None):
+    """Trains each configuration in turn; returns (and saves to ``out``) the results.
+
+    The test calls it in its own process for the single-device reference.
+    """
+    import numpy as np
+
     results = {}
-    for config in args.configs:
+    for config in configs:
         started = time.perf_counter()
-        model, history, initial = train(args, strategy, config)
+        model, history, initial = train(strategy, config, epochs, checkpoint_dir,
+                                        save_every_steps)
         for i, weight in enumerate(initial):
             results[f"{config}/init{i}"] = weight
         for i, weight in enumerate(model.get_weights()):
@@ -74,7 +83,9 @@ def main():
             for name in ("ratio", "radius", "damping"):
                 results[f"{config}/{name}"] = getattr(state, name).numpy()
         print(f"{config} trained in {time.perf_counter() - started:.1f} s", flush=True)
-        np.savez(args.out, **results)  # after each one: a later one may be killed
+        if out is not None:
+            np.savez(out, **results)  # after each one: a later one may be killed
+    return results
 
 
 def data(epoch):
@@ -134,7 +145,7 @@ def kill_at(epoch, step):
     return Kill()
 
 
-def train(args, strategy, config):
+def train(strategy, config, epochs, checkpoint_dir, save_every_steps):
     import keras_newton as kn
 
     model = build(strategy, config)
@@ -143,10 +154,10 @@ def train(args, strategy, config):
     kill = os.environ.get("KN_KILL_AT", "").split(":")
     if kill[0] and config == kill[0]:
         callbacks.append(kill_at(int(kill[1]), int(kill[2])))
-    directory = None if args.checkpoint_dir is None else os.path.join(args.checkpoint_dir, config)
-    history = kn.distribute.fit(model, data, strategy=strategy, epochs=args.epochs,
+    directory = None if checkpoint_dir is None else os.path.join(checkpoint_dir, config)
+    history = kn.distribute.fit(model, data, strategy=strategy, epochs=epochs,
                                 callbacks=callbacks, checkpoint_dir=directory,
-                                save_every_steps=args.save_every_steps, verbose=0)
+                                save_every_steps=save_every_steps, verbose=0)
     print(f"{config} epochs trained: {history.epoch}", flush=True)
     return model, history, initial
 

@@ -74,7 +74,13 @@ def _max_difference(a, b):
     return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
 
 
-@pytest.mark.parametrize("api", ["model", "loss"])
+# The execution modes of conftest.py for the model API; the loss API (the
+# loop does not depend on it) in tf.function, and in the other two with -m slow.
+@pytest.mark.parametrize("mode, api", [
+    ("eager", "model"), ("function", "model"), ("xla", "model"), ("function", "loss"),
+    pytest.param("eager", "loss", marks=pytest.mark.slow),
+    pytest.param("xla", "loss", marks=pytest.mark.slow),
+])
 def test_fit_equals_model_fit(mode, api):
     # Keras' own fit with run_eagerly=True fails on NewtonLossModel's adaptive
     # damping log (a variable, which its eager Optional wrapping cannot
@@ -88,12 +94,24 @@ def test_fit_equals_model_fit(mode, api):
     assert record.calls == record_reference.calls
     assert history.epoch == expected.epoch == [0, 1]
     assert sorted(history.history) == sorted(expected.history)
-    # The same operations in the same order (XLA may fuse the two steps'
-    # graphs differently, hence not bit-for-bit there).
+    # The same operations in the same order: bit-for-bit (measured so under
+    # XLA too, but XLA may fuse the two steps' graphs differently, hence 1e-6).
     tolerance = 1e-6 if mode == "xla" else 0
+    print(f"{mode}-{api}: largest weight difference to model.fit "
+          f"{_max_difference(model.get_weights(), reference.get_weights()):.3g}")
     for name, values in expected.history.items():
         np.testing.assert_allclose(history.history[name], values, rtol=tolerance, err_msg=name)
     assert _max_difference(model.get_weights(), reference.get_weights()) <= tolerance
+
+
+def test_eager_adaptive_damping_equals_tf_function():
+    # Where Keras' eager fit cannot run it (above), this loop can.
+    eager, compiled = _model("model", "eager"), _model("model", "function")
+    history = kn.distribute.fit(eager, _data(), epochs=2, verbose=0)
+    expected = kn.distribute.fit(compiled, _data(), epochs=2, verbose=0)
+    np.testing.assert_allclose(history.history["damping"], expected.history["damping"],
+                               rtol=1e-5)
+    assert _max_difference(eager.get_weights(), compiled.get_weights()) <= 1e-5
 
 
 def test_steps_per_epoch_a_dataset_function_and_stop_training():
@@ -221,6 +239,38 @@ def test_resuming_after_an_interruption_equals_the_uninterrupted_run(
     assert again.epoch == []
 
 
+def test_a_save_torn_before_its_index_is_written_resumes_from_the_previous_one(
+        tmp_path, monkeypatch):
+    # A kill inside a save: the checkpoint's data files are written, the
+    # `checkpoint` index file (written last by tf.train.CheckpointManager) is
+    # not. Saves here: after 2 batches of epoch 0, at its end, after 2 of
+    # epoch 1 (torn: the index still names the epoch-end checkpoint).
+    options = dict(epochs=2, verbose=0, save_every_steps=2)
+    reference = _model("model")
+    kn.distribute.fit(reference, _data, checkpoint_dir=str(tmp_path / "reference"), **options)
+    record = tf.train.CheckpointManager._record_state
+    calls = []
+
+    def torn(manager):
+        calls.append(1)
+        if len(calls) == 5:  # two per save: the first of the third save
+            raise Interrupt()
+        record(manager)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "_record_state", torn)
+    with pytest.raises(Interrupt):
+        kn.distribute.fit(_model("model"), _data, checkpoint_dir=str(tmp_path), **options)
+    monkeypatch.setattr(tf.train.CheckpointManager, "_record_state", record)
+    assert os.path.exists(tmp_path / "ckpt-3.index")  # written, but not in the index
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
+    resumed = _model("model")
+    history = kn.distribute.fit(resumed, _data, checkpoint_dir=str(tmp_path), **options)
+    assert history.epoch == [1]  # from the end of epoch 0
+    assert _max_difference(resumed.get_weights(), reference.get_weights()) == 0
+    for name, value in _state(reference).items():
+        np.testing.assert_array_equal(_state(resumed)[name], value, err_msg=name)
+
+
 def test_a_subclassed_newton_loss_model_has_its_state_checkpointed(tmp_path):
     class Net(kn.NewtonLossModel):
         def __init__(self):
@@ -330,11 +380,14 @@ def test_a_model_made_outside_the_strategy_scope_is_named():
         kn.distribute.fit(built_inside, _data(), strategy=strategy)
 
 
-def test_mirrored_strategy_on_one_device_equals_the_default_strategy():
+def test_mirrored_strategy_on_one_device_equals_the_default_strategy(tmp_path):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         mirrored = _model("model")
-    history = kn.distribute.fit(mirrored, _data(), strategy=strategy, epochs=2, verbose=0)
+        # Called inside the scope too, with checkpoints (mirrored variables).
+        history = kn.distribute.fit(mirrored, _data(), strategy=strategy, epochs=2, verbose=0,
+                                    checkpoint_dir=str(tmp_path), save_every_steps=2)
+    assert tf.train.latest_checkpoint(str(tmp_path))
     reference = _model("model")
     expected = kn.distribute.fit(reference, _data(), epochs=2, verbose=0)
     np.testing.assert_allclose(history.history["loss"], expected.history["loss"], rtol=1e-6)

@@ -5,8 +5,8 @@ starts) running ``multi_worker_training.py``, which trains several
 configurations in turn so that processes start as few times as possible:
 
 1. a two-worker job trains every configuration uninterrupted (saving
-   checkpoints every 2 batches and per epoch), next to one single-device
-   process on the same global batches; then it trains the adaptive
+   checkpoints every 2 batches and per epoch), while this process trains
+   the same configurations on one device on the same global batches; then it trains the adaptive
    configuration again with a second checkpoint folder, and its chief
    SIGKILLs itself in the middle of the second epoch (after a checkpoint,
    before the next). The other worker then waits in a collective forever
@@ -15,6 +15,7 @@ configurations in turn so that processes start as few times as possible:
    end where the uninterrupted run ended.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -40,6 +41,14 @@ RESUMED = "adaptive-model"  # the configuration killed and resumed (adaptive: Ne
 KILLED = f"{RESUMED}@killed"
 KILL_AT = (1, 2)  # (epoch, batch): after the checkpoint at 2 batches of epoch 1
 TIMEOUT = 300
+
+
+def _helper():
+    """The helper script as a module: the single-device reference runs in this process."""
+    spec = importlib.util.spec_from_file_location("multi_worker_training", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _env(extra):
@@ -109,8 +118,9 @@ def jobs(tmp_path_factory):
     options = ["--save_every_steps", "2", "--checkpoint_dir", str(tmp / "ckpt")]
     first = _workers(tmp, "job1", CONFIGS + [KILLED], options + ["--checks", "--keras-fit"],
                      kill_chief="%s:%d:%d" % (KILLED, *KILL_AT))
-    single = _start("single", CONFIGS, tmp / "single.npz")
-    logs = {"single": _finish(single)}
+    # One device, here, while the workers run.
+    single = _helper().run(tf.distribute.get_strategy(), CONFIGS)
+    logs = {}
     (chief, _), (other, _) = first
     chief_output, _ = chief.communicate(timeout=TIMEOUT)
     try:  # without the chief it hangs in the next collective
@@ -126,7 +136,7 @@ def jobs(tmp_path_factory):
     resumed = _workers(tmp, "job2", [KILLED], options)
     logs["job2"] = [_finish(p) for p, _ in resumed]
     return {
-        "single": _load(tmp / "single.npz"),
+        "single": single,
         "job1": [_load(out) for _, out in first],
         "job2": [_load(out) for _, out in resumed],
         "logs": logs,
@@ -165,13 +175,11 @@ def test_two_workers_equal_one_device_on_the_global_batch(jobs, config):
 @pytest.mark.slow
 def test_two_workers_equal_one_device_more_configurations(tmp_path):
     workers = _workers(tmp_path, "slow", SLOW_CONFIGS, [])
-    single = _start("single", SLOW_CONFIGS, tmp_path / "single.npz")
-    _finish(single)
+    single = _helper().run(tf.distribute.get_strategy(), SLOW_CONFIGS)
     for process, _ in workers:
         _finish(process)
     for config in SLOW_CONFIGS:
-        _assert_equal_to_one_device(_load(tmp_path / "single.npz"),
-                                    [_load(out) for _, out in workers], config)
+        _assert_equal_to_one_device(single, [_load(out) for _, out in workers], config)
 
 
 def test_the_adaptive_damping_adapted(jobs):

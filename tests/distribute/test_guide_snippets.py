@@ -1,12 +1,13 @@
 """The ```python blocks of the distribution guide run as written.
 
 A block preceded by ``<!-- snippet not run by the tests: why -->`` is not run
-(the ``TF_CONFIG`` of example hosts, the TPU); every other block runs in a
-fresh interpreter from the repository root with this checkout first on the
-path. The multi-worker block runs under a loopback ``TF_CONFIG`` set by the
+(the ``TF_CONFIG`` of example hosts, the TPU). The other two run from the
+repository root with this checkout first on the path, each in a fresh
+namespace: the multi-worker block under a loopback ``TF_CONFIG`` set by the
 test, with its ``checkpoint_dir`` replaced by a temporary folder (the only
-change to its text): as a one-worker cluster in the default run, as two
-workers with ``-m slow``.
+change to its text), as a one-worker cluster followed by the one-machine
+block in the same interpreter in the default run, and as two workers with
+``-m slow``.
 """
 
 import json
@@ -65,10 +66,13 @@ def _multi_worker_block():
     return blocks[0]
 
 
-def _worker_jobs(tmp_path, workers):
+def _worker_jobs(tmp_path, workers, after=None):
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(workers)]
     code = _multi_worker_block().replace(CHECKPOINT_DIR, repr(str(tmp_path / "ckpt")))
     code += "\nprint('epochs trained:', history.epoch)\n"
+    code = f"exec({code!r}, {{'__name__': '__main__'}})\n"
+    if after is not None:
+        code += f"exec({after!r}, {{'__name__': '__main__'}})\nprint('one-machine block ran')\n"
     return [_run(code, {"TF_CONFIG": json.dumps({
         "cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})})
         for index in range(workers)]
@@ -84,9 +88,13 @@ def test_the_guide_runs_every_block_but_the_hosts_and_the_tpu():
 def test_the_one_machine_and_the_multi_worker_blocks_run(tmp_path):
     single = [code for code, run in _blocks() if run and "tf.distribute.MirroredStrategy()" in code]
     assert len(single) == 1
-    processes = [_run(single[0])] + _worker_jobs(tmp_path, 1)
-    outputs = [_finish(p) for p in processes]
-    assert "epochs trained: [0, 1, 2]" in outputs[1]
+    # One interpreter (one TensorFlow start): the multi-worker block first, as
+    # a one-worker cluster (the strategy must come before other TensorFlow
+    # work), then the one-machine block, each in a fresh namespace.
+    (worker,) = _worker_jobs(tmp_path, 1, after=single[0])
+    output = _finish(worker)
+    assert "epochs trained: [0, 1, 2]" in output
+    assert "one-machine block ran" in output
     assert (tmp_path / "ckpt" / "checkpoint").exists()
 
 

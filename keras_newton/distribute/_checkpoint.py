@@ -94,21 +94,25 @@ class TrainingCheckpoint:
             step=self.step,
         )
         # Only the chief writes where the others read; a non-chief's copy goes
-        # to a private folder and is deleted (it exists only so that the
-        # worker takes part in the save).
-        self._write_dir = directory if self.is_chief else tempfile.mkdtemp(
-            prefix=f"keras_newton_worker{_task_id(strategy)}_")
+        # to a private folder made for each save and deleted after it (the
+        # copy exists only so that the worker takes part in the save).
         self._manager = tf.train.CheckpointManager(
-            self.checkpoint, self._write_dir, max_to_keep=max_to_keep if self.is_chief else 1)
+            self.checkpoint, directory, max_to_keep=max_to_keep) if self.is_chief else None
+        self._task_id = _task_id(strategy)
         self._restore_status = None
 
     def save(self, epoch: int, step: int) -> None:
         """Saves the state with the data position ``(epoch, step)``."""
         self.epoch.assign(epoch)
         self.step.assign(step)
-        self._manager.save()
-        if not self.is_chief:
-            shutil.rmtree(self._write_dir, ignore_errors=True)
+        if self.is_chief:
+            self._manager.save()
+            return
+        folder = tempfile.mkdtemp(prefix=f"keras_newton_worker{self._task_id}_")
+        try:
+            tf.train.CheckpointManager(self.checkpoint, folder, max_to_keep=1).save()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def restore(self):
         """Restores the newest checkpoint of the folder, if there is one.
@@ -118,8 +122,9 @@ class TrainingCheckpoint:
           folder holds no checkpoint.
 
         Raises:
-          AssertionError: (from ``tf.train``) the checkpoint does not match
-            the model (another architecture, optimizer or Newton loss).
+          AssertionError or ValueError: (from ``tf.train``) the checkpoint
+            does not match the model (another architecture, optimizer or
+            Newton loss).
         """
         path = tf.train.latest_checkpoint(self.directory)
         if path is None:

@@ -73,9 +73,12 @@ def fit(model, dataset, *, strategy=None, epochs: int = 1, steps_per_epoch=None,
     of an uninterrupted run — provided the dataset yields the same batches
     in the same order each time it is iterated (a fixed shuffle seed and
     ``reshuffle_each_iteration=False``, or a function of the epoch). Every
-    worker takes part in each save; only the chief (``strategy.extended.
-    should_checkpoint``) writes to ``checkpoint_dir``, which every worker
-    must be able to read (a shared file system or bucket). A completed run
+    worker takes part in each save; only the chief (where
+    ``strategy.extended.should_checkpoint``) writes to ``checkpoint_dir``,
+    which every worker must be able to read (a shared file system or
+    bucket); the others write to a temporary folder deleted after each save,
+    the pattern of TensorFlow's multi-worker tutorial
+    (https://www.tensorflow.org/tutorials/distribute/multi_worker_with_keras). A completed run
     leaves its last checkpoint; calling again with the same folder and
     ``epochs`` trains nothing.
 

@@ -33,6 +33,7 @@ from keras_newton.newton import (
 
 # Imported eagerly so that every serializable loss and metric is registered
 # with Keras before a saved model is loaded.
+from keras_newton import distribute
 from keras_newton import losses
 from keras_newton import metrics
 from keras_newton import shortest_path
@@ -60,6 +61,7 @@ __all__ = [
     "NewtonStep",
     "newton",
     "newton_target",
+    "distribute",
     "losses",
     "metrics",
     "shortest_path",

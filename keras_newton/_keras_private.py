@@ -15,12 +15,17 @@ a model failing somewhere downstream.
   ``scale_loss_for_distribution`` / ``unscale_loss_for_distribution``, the
   per-replica loss scaling a custom ``train_step`` must repeat to report
   the same loss as ``keras.Model`` under ``tf.distribute``.
+- ``symbolic_build``: ``Trainer._symbolic_build``, with which ``fit`` makes
+  a model's variables, its compiled metrics' and its optimizer's from a
+  batch's spec before the first step; ``kn.distribute.fit`` needs them all
+  to exist before it restores a checkpoint.
 """
 
 from keras.src.losses import loss as loss_module
 from keras.src.losses.losses import LossFunctionWrapper
 from keras.src.models.functional import Functional
 from keras.src.models.model import functional_init_arguments
+from keras.src.trainers.trainer import Trainer
 
 # What the package uses, by the paths above (tests check each one).
 PRIVATE_PATHS = {
@@ -29,6 +34,19 @@ PRIVATE_PATHS = {
     "functional_init_arguments": "keras.src.models.model",
     "scale_loss_for_distribution": "keras.src.losses.loss",
     "unscale_loss_for_distribution": "keras.src.losses.loss",
+    "Trainer": "keras.src.trainers.trainer",
 }
 
-__all__ = ["Functional", "LossFunctionWrapper", "functional_init_arguments", "loss_module"]
+
+def symbolic_build(model, data_spec) -> None:
+    """Builds ``model``, its compiled loss and metrics and its optimizer from ``data_spec``.
+
+    Args:
+      model: a compiled Keras model.
+      data_spec: the (nested) ``tf.TensorSpec`` of one batch ``(x, y[, w])``.
+    """
+    Trainer._symbolic_build(model, data_batch=data_spec)
+
+
+__all__ = ["Functional", "LossFunctionWrapper", "functional_init_arguments", "loss_module",
+           "symbolic_build"]

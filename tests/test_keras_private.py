@@ -42,6 +42,13 @@ def test_the_private_names_still_do_what_the_package_relies_on():
     scaled = _keras_private.loss_module.scale_loss_for_distribution(value)
     restored = _keras_private.loss_module.unscale_loss_for_distribution(scaled)
     assert float(restored) == pytest.approx(3.0)  # one replica here: both are the identity
+    # symbolic_build makes the compiled metrics' and the optimizer's variables.
+    model = keras.Sequential([keras.layers.Dense(2)])
+    model.compile("adam", loss="mse", metrics=["mae"])
+    assert not model.metrics_variables[2:] and not model.built
+    _keras_private.symbolic_build(model, (tf.TensorSpec([None, 3]), tf.TensorSpec([None, 2])))
+    assert model.built and model.optimizer.built
+    assert len(model.metrics_variables) == 4  # loss and mae: total and count each
 
 
 def _imports_keras_src(path):

@@ -36,7 +36,7 @@ def test_newton_has_at_most_twelve_public_modules_all_listed_in_its_init():
 
 
 @pytest.mark.parametrize("package", ["newton", "sorting", "shortest_path", "smoothing",
-                                     "losses", "metrics"])
+                                     "losses", "metrics", "distribute"])
 def test_all_exports_no_helper_and_every_export_exists(package):
     module = importlib.import_module(f"keras_newton.{package}")
     exported = getattr(module, "__all__", None) or [
@@ -75,6 +75,15 @@ def test_an_old_module_path_works_in_a_from_import():
         from keras_newton.newton.options import step_from_options  # noqa: PLC0415
     assert step_from_options is importlib.import_module(
         "keras_newton.newton._legacy_options").step_from_options
+
+
+def test_distribute_exports_fit_and_keeps_its_modules_private():
+    assert _public_modules("distribute") == set()
+    assert kn.distribute.__all__ == ["fit"]
+    assert kn.distribute.fit is importlib.import_module("keras_newton.distribute._fit").fit
+    assert "distribute" in kn.__all__
+    for module in ("_fit", "_checkpoint", "_checks"):  # the docstring names each one
+        assert f"``{module}``" in kn.distribute.__doc__, module
 
 
 def test_unknown_names_and_modules_still_fail():

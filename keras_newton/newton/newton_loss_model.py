@@ -163,11 +163,14 @@ class NewtonLossModel(keras.Model):
         """The ``λ`` each output's adaptive damping used in the last step."""
         adaptive = {index: wrapper for index, wrapper in sorted(self._newton_wrappers.items())
                     if wrapper.damping_state is not None}
+        # Tensors, not the variables: run eagerly, Keras rebuilds the logs'
+        # structure and cannot rebuild a variable.
         if len(adaptive) == 1:
-            return {"damping": next(iter(adaptive.values())).damping_state.damping}
+            return {"damping": tf.convert_to_tensor(
+                next(iter(adaptive.values())).damping_state.damping)}
         names = list(getattr(self, "output_names", None) or [])
-        return {f"damping_{names[i] if i < len(names) else i}": w.damping_state.damping
-                for i, w in adaptive.items()}
+        return {f"damping_{names[i] if i < len(names) else i}":
+                tf.convert_to_tensor(w.damping_state.damping) for i, w in adaptive.items()}
 
     def _newton_loss(self, y, y_pred, sample_weight, training=True, excluded=None):
         names = getattr(self, "output_names", None)

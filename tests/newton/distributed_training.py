@@ -111,10 +111,10 @@ def train(args, strategy, api, x, y):
     dataset = dataset.with_options(options)
     initial = model.get_weights()
     if args.strategy == "multiworker":
-        # Keras 3.15's fit() under MultiWorkerMirroredStrategy fails in its
-        # own bookkeeping (it reduces a PerReplica batch and scalar logs with
-        # strategy.reduce(MEAN, axis=0)); drive the model's own train_step
-        # with strategy.run instead, which is what fit() does per step.
+        # Keras 3.15's fit() under MultiWorkerMirroredStrategy fails before
+        # the first step (_maybe_symbolic_build averages the first PerReplica
+        # batch across workers); drive the model's own train_step with
+        # strategy.run by hand, the bare form of kn.distribute.fit's step.
         with strategy.scope():
             model.optimizer.build(model.trainable_variables)
 

@@ -52,7 +52,9 @@ def _as_path(y_pred, from_costs: bool) -> tf.Tensor:
 def perfect_match(y_true, y_pred, from_costs: bool = True) -> tf.Tensor:
     """``[N]`` 1.0 where the predicted path equals the true path mask ``y_true``."""
     predicted = _as_path(y_pred, from_costs)
-    truth = tf.cast(tf.convert_to_tensor(y_true) > 0.5, predicted.dtype)
+    # Cast first: masks often come as integers or booleans (a uint8 mask
+    # cannot be compared with 0.5).
+    truth = tf.cast(tf.cast(y_true, predicted.dtype) > 0.5, predicted.dtype)
     axes = list(range(1, predicted.shape.rank))
     return tf.cast(tf.reduce_all(tf.equal(predicted, truth), axis=axes), predicted.dtype)
 

@@ -83,6 +83,17 @@ def test_compiled_model_with_metric_round_trips(tmp_path, rng):
                                results["perfect_match"])
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "bool", "float64"])
+def test_true_path_masks_of_any_dtype(mode, dtype):
+    predictions = tf.constant(np.stack([TRUE_COSTS * 2.0, WRONG_COSTS]))
+    truths = tf.constant(np.stack([TRUE_PATH, TRUE_PATH]).astype(dtype))
+    match = run_in_mode(mode, lambda p, t: perfect_match(t, p), predictions, truths)
+    np.testing.assert_array_equal(match, [1.0, 0.0])
+    metric = PerfectMatch()
+    metric.update_state(truths, predictions)
+    assert float(metric.result()) == 0.5
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="y_pred"):
         perfect_match(tf.ones([3]), tf.ones([3]))

@@ -1,6 +1,7 @@
 """Shared test helpers: execution modes, as TensorFlow Probability's tests do."""
 
 import os
+import socket
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -28,6 +29,17 @@ def run_in_mode(mode, fn, *args, **kwargs):
     return tf.nest.map_structure(
         lambda t: t.numpy() if hasattr(t, "numpy") else t, out
     )
+
+
+def free_loopback_ports(count):
+    """``count`` distinct free TCP ports on 127.0.0.1, for loopback worker clusters."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 @pytest.fixture(params=EXECUTION_MODES)

@@ -54,8 +54,7 @@ def check_model(model, strategy) -> None:
     """
     if not model.trainable_variables:
         raise ValueError("model has no trainable variables: there is nothing to train.")
-    outside = [v.path for v in model.variables
-               if not strategy.extended.variable_created_in_scope(tf_variable(v))]
+    outside = _made_outside(model.variables, strategy)
     if outside:
         raise ValueError(
             f"model was not built in the scope of strategy={strategy!r}: its variables "
@@ -84,13 +83,18 @@ def check_optimizer(model, strategy) -> None:
     Raises:
       ValueError: the model was compiled outside ``strategy.scope()``.
     """
-    outside = [v.path for v in model.optimizer.variables
-               if not strategy.extended.variable_created_in_scope(tf_variable(v))]
+    outside = _made_outside(model.optimizer.variables, strategy)
     if outside:
         raise ValueError(
             f"model was compiled outside the scope of strategy={strategy!r}: optimizer "
             f"variables {outside[:3]} were created outside strategy.scope(). Compile the model "
             "inside `with strategy.scope():`.")
+
+
+def _made_outside(variables, strategy) -> list:
+    """The paths of the Keras ``variables`` not created in ``strategy.scope()``."""
+    return [v.path for v in variables
+            if not strategy.extended.variable_created_in_scope(tf_variable(v))]
 
 
 def check_counts(epochs, steps_per_epoch, checkpoint_dir, save_every_steps, verbose):

@@ -14,11 +14,11 @@ import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
+from conftest import free_loopback_ports
 
 ROOT = pathlib.Path(__file__).parents[2]
 GUIDE = ROOT / "docs" / "guide" / "distributed.md"
@@ -49,16 +49,6 @@ def _finish(process):
     return output
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _multi_worker_block():
     blocks = [code for code, run in _blocks() if run and "MultiWorkerMirroredStrategy()" in code]
     assert len(blocks) == 1
@@ -67,7 +57,7 @@ def _multi_worker_block():
 
 
 def _worker_jobs(tmp_path, workers, after=None):
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(workers)]
+    addresses = [f"127.0.0.1:{port}" for port in free_loopback_ports(workers)]
     code = _multi_worker_block().replace(CHECKPOINT_DIR, repr(str(tmp_path / "ckpt")))
     code += "\nprint('epochs trained:', history.epoch)\n"
     code = f"exec({code!r}, {{'__name__': '__main__'}})\n"

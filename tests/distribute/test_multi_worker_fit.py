@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -28,6 +27,7 @@ import pytest
 import tensorflow as tf
 
 import keras_newton as kn
+from conftest import free_loopback_ports
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "multi_worker_training.py")
@@ -57,16 +57,6 @@ def _env(extra):
     return env
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _start(strategy, configs, out, options=(), env=None):
     command = [sys.executable, SCRIPT, "--strategy", strategy, "--configs", *configs,
                "--out", str(out), *options]
@@ -76,7 +66,7 @@ def _start(strategy, configs, out, options=(), env=None):
 
 def _workers(tmp, name, configs, options, kill_chief=None):
     """Starts a two-worker job; returns its processes and output files."""
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_loopback_ports(2)]
     jobs = []
     for index in range(2):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}

@@ -7,12 +7,12 @@ single-device training on the same global batch.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import free_loopback_ports
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "distributed_training.py")
 # The subprocesses must import this checkout's keras_newton, not whichever one
@@ -55,16 +55,6 @@ def _finish(process):
     assert f"keras_newton from: {os.path.join(REPO_ROOT, 'keras_newton')}" in output, (
         output[-3000:])
     return output
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 # Each case trains in two fresh processes; the default suite keeps one case
@@ -131,7 +121,7 @@ def test_multi_worker_mirrored_strategy_equals_single_device(tmp_path, curvature
     # Each process trains a NewtonLossModel and a keras.Model compiled with
     # NewtonLoss, in turn (both driven by strategy.run(model.train_step)).
     apis = ["loss", "model"]
-    ports = _free_ports(2)
+    ports = free_loopback_ports(2)
     workers = [f"127.0.0.1:{port}" for port in ports]
     processes = []
     for index in range(2):
